@@ -1,0 +1,45 @@
+"""Shared helpers of the benchmark scripts: repeated timing with min/median/max, and JSON + markdown output."""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+
+def set_threads(n=2):
+    """Pin torch to ``n`` intra-op threads (the benchmarks' reference machine has 2 cores)."""
+    torch.set_num_threads(n)
+    os.environ.setdefault('OMP_NUM_THREADS', str(n))
+
+
+def timeit(fn, repeats=5, warmup=1):
+    """Call ``fn`` ``warmup`` times, then ``repeats`` times; return min/median/max seconds and the raw list."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {'min': min(times), 'median': statistics.median(times), 'max': max(times), 'runs': times}
+
+
+def emit(name, results, rows, columns):
+    """Print ``results`` as one JSON document, then ``rows`` (list of dicts) as a markdown table of ``columns``.
+
+    Args:
+        name (str): Benchmark name, the JSON's ``benchmark`` key.
+        results (dict): Everything measured, JSON-serialisable.
+        rows (list[dict]): One dict per table row.
+        columns (list[str]): Keys of ``rows`` to show, in order.
+    """
+    doc = {'benchmark': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), **results}
+    json.dump(doc, sys.stdout, indent=1, default=float)
+    print('\n')
+    print('| ' + ' | '.join(columns) + ' |')
+    print('|' + '---|' * len(columns))
+    for row in rows:
+        cells = [f'{row[c]:.4g}' if isinstance(row[c], float) else str(row[c]) for c in columns]
+        print('| ' + ' | '.join(cells) + ' |')

@@ -1,0 +1,5 @@
+import sys
+
+from interir_plugin.cli import main
+
+sys.exit(main())

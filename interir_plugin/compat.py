@@ -1,0 +1,136 @@
+"""Shims that let released BasicSR run on current torch/torchvision and on machines without CUDA.
+
+The plugin supports BasicSR 1.4.2 from PyPI (2022) and newer BasicSR builds (git master, the
+``basicsr-fixed`` distribution). Each shim below checks whether the installed BasicSR needs it, changes
+objects in memory only (no file on disk is patched) and records what it did in :data:`APPLIED`, so tests
+and ``interir`` can report it. This module imports nothing of the plugin; ``interir_plugin/__init__.py``
+imports it before anything touches ``basicsr``.
+"""
+import importlib
+import importlib.util
+import inspect
+import os
+import os.path as osp
+import sys
+
+import torch
+
+#: name of each shim -> True if it acted in this process, False if it was not needed.
+APPLIED = {}
+
+
+def alias_functional_tensor():
+    """torchvision >= 0.17 removed ``torchvision.transforms.functional_tensor``, which BasicSR 1.4.2 imports in
+    ``basicsr/data/degradations.py`` (``rgb_to_grayscale``), so ``import basicsr`` fails. Register the private
+    successor module under the old name.
+
+    Returns:
+        bool: True if the alias was installed, False if the old module exists.
+    """
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules or importlib.util.find_spec(name) is not None:
+        return False
+    try:
+        successor = importlib.import_module('torchvision.transforms._functional_tensor')
+    except ModuleNotFoundError:  # a torchvision without the private module: the public one has the function
+        successor = importlib.import_module('torchvision.transforms.functional')
+    sys.modules[name] = successor
+    return True
+
+
+def _torch_load_state(path, map_location):
+    """Load a training state or checkpoint without executing code from it; name the file on failure."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError ... depending on the damage
+        raise RuntimeError(f'Cannot load training state {path!r}: {type(err).__name__}: {err}. '
+                           'The file is truncated, corrupt, or holds objects that are not plain tensors and '
+                           'containers (refused for safety).') from err
+
+
+def _state_location():
+    """``map_location`` for resume states: the current CUDA device when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def latest_complete_state(state_dir):
+    """Path of the newest ``<iter>.state`` in ``state_dir`` that loads, or None.
+
+    A state that fails to load (a kill during a write by a BasicSR that does not write atomically) is
+    skipped with a warning, so ``--auto_resume`` falls back to the previous one instead of dying.
+    """
+    if not osp.isdir(state_dir):
+        return None
+    iters = []
+    for name in os.listdir(state_dir):
+        stem, ext = osp.splitext(name)
+        if ext == '.state' and stem.isdigit():
+            iters.append(int(stem))
+    for it in sorted(iters, reverse=True):
+        path = osp.join(state_dir, f'{it}.state')
+        try:
+            _torch_load_state(path, 'cpu')
+        except RuntimeError as err:
+            print(f'[interir_plugin] skipping unreadable training state: {err}', file=sys.stderr, flush=True)
+            continue
+        return path
+    return None
+
+
+def load_resume_state(opt):
+    """Drop-in for ``basicsr.train.load_resume_state`` that works without CUDA and loads safely.
+
+    Same contract as BasicSR's: with ``opt['auto_resume']`` the newest state under
+    ``experiments/<name>/training_states`` is used (the newest *complete* one here), otherwise
+    ``opt['path']['resume_state']``; the state is checked with BasicSR's ``check_resume``.
+    """
+    from basicsr.utils import check_resume
+
+    if opt['auto_resume']:
+        path = latest_complete_state(osp.join('experiments', opt['name'], 'training_states'))
+        if path is not None:
+            opt['path']['resume_state'] = path
+    else:
+        path = opt['path'].get('resume_state')
+    if path is None:
+        return None
+    state = _torch_load_state(path, _state_location())
+    check_resume(opt, state['iter'])
+    return state
+
+
+def patch_resume_state_loader():
+    """BasicSR (1.4.2 and master) maps resume states with ``torch.cuda.current_device()``, so
+    ``--auto_resume`` and ``path.resume_state`` die on a machine without CUDA, and it unpickles without
+    ``weights_only``. Replace ``basicsr.train.load_resume_state`` (looked up at call time by
+    ``train_pipeline``) with :func:`load_resume_state`.
+
+    Returns:
+        bool: True if replaced, False if the installed BasicSR does not call ``torch.cuda.current_device``.
+    """
+    import basicsr.train
+
+    current = basicsr.train.load_resume_state
+    if current is load_resume_state:
+        return False
+    if 'cuda.current_device' not in inspect.getsource(current):
+        return False
+    basicsr.train.load_resume_state = load_resume_state
+    return True
+
+
+def apply():
+    """Apply every shim that the installed BasicSR needs; idempotent. Returns :data:`APPLIED`."""
+    if 'functional_tensor' not in APPLIED:
+        APPLIED['functional_tensor'] = alias_functional_tensor()
+    try:
+        import basicsr  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            'interir_plugin needs BasicSR, which it does not install by itself so that it never replaces the '
+            'one you have. Install it with `pip install "interir_plugin[basicsr]"` (BasicSR from PyPI) or '
+            f'`pip install basicsr-fixed`. Import error: {err}') from err
+    APPLIED['cpu_resume'] = patch_resume_state_loader() or APPLIED.get('cpu_resume', False)
+    return APPLIED

@@ -1,0 +1,1 @@
+"""``python -m interir_plugin.train -opt X.yml [...]``: the same as ``interir train`` (see ``__main__.py``)."""
