@@ -17,6 +17,8 @@ import torch
 
 #: name of each shim -> True if it acted in this process, False if it was not needed.
 APPLIED = {}
+#: what a shim replaced, by dotted name, so tests can show the original failure.
+ORIGINALS = {}
 
 
 def alias_functional_tensor():
@@ -117,8 +119,85 @@ def patch_resume_state_loader():
         return False
     if 'cuda.current_device' not in inspect.getsource(current):
         return False
+    ORIGINALS['basicsr.train.load_resume_state'] = current
     basicsr.train.load_resume_state = load_resume_state
     return True
+
+
+def init_dist(launcher, backend=None, **kwargs):
+    """``basicsr.utils.dist_util.init_dist`` that also works without CUDA.
+
+    BasicSR selects NCCL and calls ``torch.cuda.set_device(rank % torch.cuda.device_count())``, which divides by
+    zero on a CPU machine. Here the backend defaults to NCCL with CUDA and gloo without, and the CUDA device is set
+    only when there is one. Launchers: ``pytorch`` (torchrun's ``RANK``/``WORLD_SIZE``/``MASTER_*`` variables) and
+    ``slurm`` (``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_NODELIST``, master port from ``port``, ``MASTER_PORT`` or
+    29500, as BasicSR documents).
+    """
+    import subprocess
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    cuda = torch.cuda.is_available()
+    backend = backend or ('nccl' if cuda else 'gloo')
+    if launcher == 'pytorch':
+        rank = int(os.environ['RANK'])
+    elif launcher == 'slurm':
+        rank = int(os.environ['SLURM_PROCID'])
+        port = kwargs.pop('port', None)
+        os.environ['MASTER_PORT'] = str(port) if port is not None else os.environ.get('MASTER_PORT', '29500')
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ.setdefault('MASTER_ADDR', subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1'))
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = str(rank)
+        os.environ['LOCAL_RANK'] = str(rank % max(torch.cuda.device_count(), 1))
+    else:
+        raise ValueError(f'Invalid launcher type: {launcher!r} (expected pytorch or slurm)')
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count())
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def model_to_device(self, net):
+    """``BaseModel.model_to_device`` that wraps CPU networks in DDP without ``device_ids`` (BasicSR passes
+    ``torch.cuda.current_device()``, which fails without CUDA)."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(net, device_ids=device_ids,
+                                      find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
+def patch_distributed_for_cpu():
+    """Route BasicSR's ``init_dist`` (looked up in ``basicsr.utils.options`` by ``parse_options``) and
+    ``BaseModel.model_to_device`` to the CUDA-optional versions above, so ``torchrun ... --launcher pytorch``
+    trains on CPU with gloo as well as on GPUs with NCCL.
+
+    Returns:
+        bool: True if patched, False if the installed BasicSR needs neither.
+    """
+    import basicsr.utils.options
+    from basicsr.models.base_model import BaseModel
+
+    acted = False
+    current = basicsr.utils.options.init_dist
+    if current is not init_dist and 'cuda.set_device' in inspect.getsource(sys.modules[current.__module__]):
+        ORIGINALS['basicsr.utils.options.init_dist'] = current
+        basicsr.utils.options.init_dist = init_dist
+        acted = True
+    if BaseModel.model_to_device is not model_to_device and 'cuda.current_device' in inspect.getsource(
+            BaseModel.model_to_device):
+        ORIGINALS['basicsr.models.base_model.BaseModel.model_to_device'] = BaseModel.model_to_device
+        BaseModel.model_to_device = model_to_device
+        acted = True
+    return acted
 
 
 def apply():
@@ -133,4 +212,5 @@ def apply():
             'one you have. Install it with `pip install "interir_plugin[basicsr]"` (BasicSR from PyPI) or '
             f'`pip install basicsr-fixed`. Import error: {err}') from err
     APPLIED['cpu_resume'] = patch_resume_state_loader() or APPLIED.get('cpu_resume', False)
+    APPLIED['cpu_distributed'] = patch_distributed_for_cpu() or APPLIED.get('cpu_distributed', False)
     return APPLIED

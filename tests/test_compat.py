@@ -1,0 +1,85 @@
+"""Each compat shim: the failure it fixes reproduces without it (where it can on this machine), the call works with it."""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import interir_plugin
+from interir_plugin import compat
+
+
+def _run(code):
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+
+
+def _tiny_state(path, it):
+    torch.save({'epoch': 0, 'iter': it, 'optimizers': [{'state': {}, 'param_groups': [{'lr': 1e-4, 'params': [0]}]}],
+                'schedulers': [{'milestones': {10: 1}, 'last_epoch': it}]}, path)
+
+
+def test_applied_reports_every_shim():
+    assert set(compat.APPLIED) == {'functional_tensor', 'cpu_resume', 'cpu_distributed'}
+    assert interir_plugin.compat.apply() is compat.APPLIED  # idempotent
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torchvision.transforms._functional_tensor') is None,
+                    reason='this torchvision still ships functional_tensor: nothing to reproduce')
+def test_functional_tensor_failure_reproduces_and_is_fixed():
+    bare = _run('import basicsr.data.degradations')
+    if compat.APPLIED['functional_tensor']:  # the installed BasicSR imports the removed module
+        assert bare.returncode != 0 and 'functional_tensor' in bare.stderr
+    shimmed = _run('import interir_plugin, basicsr.data.degradations as d; print(d.rgb_to_grayscale.__name__)')
+    assert shimmed.returncode == 0, shimmed.stderr
+    assert 'rgb_to_grayscale' in shimmed.stdout
+
+
+def test_functional_tensor_alias_is_noop_when_module_present():
+    assert compat.alias_functional_tensor() is False  # installed now, so a second call does nothing
+
+
+def _resume_opt(tmp_path, auto):
+    return {'name': 'exp', 'auto_resume': auto, 'path': {'resume_state': str(tmp_path / '4.state')}}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the original works on a CUDA machine')
+def test_cpu_resume_failure_reproduces_and_is_fixed(tmp_path, monkeypatch):
+    import basicsr.train
+
+    _tiny_state(tmp_path / '4.state', 4)
+    monkeypatch.setattr('basicsr.utils.check_resume', lambda opt, it: None)
+    original = compat.ORIGINALS.get('basicsr.train.load_resume_state')
+    if original is not None:  # the installed BasicSR maps states to CUDA: it must fail here without the shim
+        with pytest.raises((RuntimeError, AssertionError)):
+            original(_resume_opt(tmp_path, auto=False))
+    assert basicsr.train.load_resume_state is compat.load_resume_state
+    state = basicsr.train.load_resume_state(_resume_opt(tmp_path, auto=False))
+    assert state['iter'] == 4
+    assert state['schedulers'][0]['milestones'] == {10: 1}
+
+
+def test_auto_resume_skips_a_truncated_newest_state(tmp_path, monkeypatch, capsys):
+    states = tmp_path / 'experiments' / 'exp' / 'training_states'
+    states.mkdir(parents=True)
+    _tiny_state(states / '2.state', 2)
+    _tiny_state(states / '4.state', 4)
+    data = (states / '4.state').read_bytes()
+    (states / '4.state').write_bytes(data[: len(data) // 2])  # a kill during the write
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr('basicsr.utils.check_resume', lambda opt, it: None)
+    opt = {'name': 'exp', 'auto_resume': True, 'path': {}}
+    state = compat.load_resume_state(opt)
+    assert state['iter'] == 2
+    assert opt['path']['resume_state'].endswith('2.state')
+    assert '4.state' in capsys.readouterr().err
+
+
+def test_resume_refuses_code_execution(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ('pwned',))
+
+    torch.save({'iter': 1, 'payload': Evil()}, tmp_path / '1.state')
+    with pytest.raises(RuntimeError, match='1.state'):
+        compat.load_resume_state({'name': 'x', 'auto_resume': False, 'path': {'resume_state': str(tmp_path / '1.state')}})
