@@ -1,4 +1,4 @@
-"""Each compat shim: the failure it fixes reproduces without it (where it can on this machine), the call works with it."""
+"""Each compat shim: the failure it fixes reproduces without it (where it can on this machine); with it, it works."""
 import importlib.util
 import subprocess
 import sys
@@ -82,4 +82,50 @@ def test_resume_refuses_code_execution(tmp_path):
 
     torch.save({'iter': 1, 'payload': Evil()}, tmp_path / '1.state')
     with pytest.raises(RuntimeError, match='1.state'):
-        compat.load_resume_state({'name': 'x', 'auto_resume': False, 'path': {'resume_state': str(tmp_path / '1.state')}})
+        compat.load_resume_state({'name': 'x', 'auto_resume': False,
+                                  'path': {'resume_state': str(tmp_path / '1.state')}})
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the originals work on a CUDA machine')
+def test_distributed_on_cpu_failure_reproduces_and_is_fixed(monkeypatch):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from basicsr.models.base_model import BaseModel
+
+    start_method = mp.get_start_method(allow_none=True)  # init_dist sets 'spawn' when unset; restore it after
+
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    original = compat.ORIGINALS.get('basicsr.utils.options.init_dist')
+    if original is not None:
+        with pytest.raises(ZeroDivisionError):  # rank % torch.cuda.device_count()
+            original('pytorch')
+    compat.init_dist('pytorch')
+    try:
+        assert dist.get_backend() == 'gloo'
+
+        class Stub:
+            device = torch.device('cpu')
+            opt = {'dist': True, 'num_gpu': 0}
+
+        original_to_device = compat.ORIGINALS.get('basicsr.models.base_model.BaseModel.model_to_device')
+        if original_to_device is not None:
+            with pytest.raises((RuntimeError, AssertionError)):
+                original_to_device(Stub(), torch.nn.Conv2d(1, 1, 1))
+        wrapped = BaseModel.model_to_device(Stub(), torch.nn.Conv2d(1, 1, 1))
+        assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+        assert wrapped(torch.ones(1, 1, 2, 2)).shape == (1, 1, 2, 2)
+    finally:
+        dist.destroy_process_group()
+        mp.set_start_method(start_method, force=True)
