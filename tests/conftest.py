@@ -40,3 +40,63 @@ def shared_dir():
     if not os.path.isdir(SHARED):
         pytest.skip(f'reference data folder {SHARED} is absent (it ships beside the repository in CI)')
     return SHARED
+
+
+def write_paired_folders(root, n=4, size=(64, 64), sigma=0.08, seed=0):
+    """Write ``n`` GT/LQ PNG pairs (LQ = GT + Gaussian noise) cut from bundled photos into ``root/{gt,lq}``.
+
+    Returns:
+        tuple[str, str]: The GT and LQ folders.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(lq_dir, exist_ok=True)
+    for i in range(n):
+        gt = photo_crop(PHOTO_NAMES[i % len(PHOTO_NAMES)], size, top=16 * i, left=24 * i)
+        lq = np.clip(gt / 255.0 + rng.normal(0, sigma, gt.shape), 0, 1)
+        cv2.imwrite(os.path.join(gt_dir, f'{i:03d}.png'), cv2.cvtColor(gt, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(os.path.join(lq_dir, f'{i:03d}.png'), cv2.cvtColor((lq * 255).round().astype(np.uint8),
+                                                                       cv2.COLOR_RGB2BGR))
+    return gt_dir, lq_dir
+
+
+def paired_train_options(name, gt_dir, lq_dir, network_g, model_type='SRModel', total_iter=4, save_freq=2,
+                         val_freq=None, gt_size=32, batch_size=2, extra_train=None):
+    """A minimal BasicSR training option dict on PNG pairs (PairedImageDataset for train and val, CPU)."""
+    train = {
+        'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
+        'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+        'total_iter': total_iter, 'warmup_iter': -1,
+        'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    }
+    train.update(extra_train or {})
+    return {
+        'name': name, 'model_type': model_type, 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'pairs', 'type': 'PairedImageDataset', 'dataroot_gt': gt_dir, 'dataroot_lq': lq_dir,
+                      'io_backend': {'type': 'disk'}, 'gt_size': gt_size, 'use_hflip': True, 'use_rot': True,
+                      'num_worker_per_gpu': 0, 'batch_size_per_gpu': batch_size, 'dataset_enlarge_ratio': 1,
+                      'prefetch_mode': None, 'filename_tmpl': '{}'},
+            'val': {'name': 'pairs_val', 'type': 'PairedImageDataset', 'dataroot_gt': gt_dir, 'dataroot_lq': lq_dir,
+                    'io_backend': {'type': 'disk'}, 'filename_tmpl': '{}'},
+        },
+        'network_g': network_g,
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': train,
+        'val': {'val_freq': val_freq or save_freq, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+
+
+def write_yaml(path, opt):
+    import yaml
+
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
