@@ -1,0 +1,542 @@
+"""Model class for multi-stage (deep unfolding) restoration networks on BasicSR's trainer."""
+import csv
+import difflib
+import glob
+import math
+import os
+import os.path as osp
+import uuid
+from collections import OrderedDict
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from interir_plugin.utils.padding import crop_to, pad_to_multiple
+from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, tiled_apply
+
+#: Keys of ``train:`` read by BasicSR's trainer and SRModel (first) and by this model (second); see the model
+#: docstring. Any other key raises, so a typo never goes unnoticed.
+TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
+              'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
+              'bf16')
+#: Keys of ``val:`` read by BasicSR (first) and by this model (second).
+VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
+            'tile', 'tile_overlap', 'self_ensemble')
+#: Keys BasicSR's SRModel reads that this model refuses, with the reason.
+REFUSED_KEYS = {'perceptual_opt': 'perceptual losses are not supported by UnfoldingRestorationModel '
+                                  '(use pixel_opt, edge_opt, frequency_opt)'}
+
+
+def _unknown_key_error(section, key, known):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    return ValueError(f'unknown option {section}.{key}{hint}; UnfoldingRestorationModel and BasicSR read only '
+                      f'{section}: {", ".join(known)}')
+
+
+def check_options(opt):
+    """Validate the ``train:`` and ``val:`` sections of an option dict; raise ``ValueError`` naming the key.
+
+    Args:
+        opt (dict): Parsed BasicSR options.
+    """
+    for section, known in (('train', TRAIN_KEYS), ('val', VAL_KEYS)):
+        sub = opt.get(section)
+        if sub is None:
+            continue
+        if not isinstance(sub, dict):
+            raise ValueError(f'option {section}: must be a mapping, got {type(sub).__name__}')
+        for key in sub:
+            if key in REFUSED_KEYS:
+                raise ValueError(f'option {section}.{key}: {REFUSED_KEYS[key]}')
+            if key not in known:
+                raise _unknown_key_error(section, key, known)
+    train = opt.get('train') or {}
+    weights = train.get('stage_weights')
+    if weights is not None:
+        ok = isinstance(weights, (list, tuple)) and len(weights) > 0 and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights)
+        if not ok or not any(w > 0 for w in weights):
+            raise ValueError(f'option train.stage_weights must be null or a non-empty list of non-negative finite '
+                             f'numbers with at least one positive, got {weights!r}')
+    clip = train.get('grad_clip')
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise ValueError(f'option train.grad_clip must be null or a positive number, got {clip!r}')
+    max_bad = train.get('max_nonfinite_steps', 10)
+    if isinstance(max_bad, bool) or not isinstance(max_bad, int) or max_bad < 1:
+        raise ValueError(f'option train.max_nonfinite_steps must be a positive int, got {max_bad!r}')
+    for section, key in (('train', 'bf16'), ('train', 'clamp_outputs'), ('val', 'self_ensemble')):
+        value = (opt.get(section) or {}).get(key, False)
+        if not isinstance(value, bool):
+            raise ValueError(f'option {section}.{key} must be true or false, got {value!r}')
+    if opt.get('train') is not None and not train.get('pixel_opt'):
+        raise ValueError('option train.pixel_opt is required (e.g. {type: CharbonnierLoss, eps: 1.0e-6}); '
+                         'edge_opt and frequency_opt are added to it')
+    val = opt.get('val') or {}
+    check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
+
+
+def atomic_torch_save(obj, path, retries=3):
+    """``torch.save`` that never leaves a partial file at ``path``.
+
+    The object goes to a hidden temporary file in the same folder, which is flushed and fsynced, then renamed
+    over ``path`` with ``os.replace`` (atomic on POSIX and Windows); the folder is fsynced so the rename
+    survives a power cut. A process killed mid-write leaves ``path`` as it was (plus a stale temporary file,
+    removed by the next save of the same name).
+
+    Args:
+        obj: What to save.
+        path (str): Destination.
+        retries (int): Attempts on ``OSError`` (network file systems fail transiently). Default: 3.
+    """
+    folder, name = osp.split(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(osp.join(glob.escape(folder), f'.{glob.escape(name)}.*.tmp')):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+    for attempt in range(1, retries + 1):
+        tmp = osp.join(folder, f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+        try:
+            with open(tmp, 'xb') as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            break
+        except OSError as err:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            if attempt == retries:
+                raise OSError(f'cannot save {path} after {retries} attempts: {err}') from err
+            get_root_logger().warning(f'Saving {path} failed ({err}); retrying')
+    if hasattr(os, 'O_DIRECTORY'):  # POSIX: make the rename durable
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Load a checkpoint with ``weights_only=True``; errors name the file.
+
+    Args:
+        path (str): Checkpoint file.
+        map_location: As ``torch.load``. Default: 'cpu'.
+
+    Returns:
+        dict: The loaded object.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, refused object type: the type varies with the damage
+        raise RuntimeError(f'cannot load checkpoint {path}: {type(err).__name__}: {err}. The file is truncated, '
+                           'corrupt, or holds objects other than tensors and plain containers (refused for safety).'
+                           ) from err
+
+
+def extract_state_dict(ckpt, param_key, path):
+    """The network weights in a loaded checkpoint, ``module.`` prefixes stripped.
+
+    Args:
+        ckpt (dict): Loaded checkpoint.
+        param_key (str | None): Entry holding the weights (``params``, ``params_ema``, ``state_dict`` for official
+            DGUNet checkpoints), or None when ``ckpt`` is the state dict itself. As BasicSR, a missing
+            ``params_ema`` falls back to ``params``.
+        path (str): File name, for error messages.
+
+    Returns:
+        OrderedDict: Parameter name -> tensor.
+    """
+    if param_key is not None:
+        if not isinstance(ckpt, dict) or param_key not in ckpt:
+            keys = list(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+            if isinstance(ckpt, dict) and 'params' in ckpt:
+                get_root_logger().info(f'{path}: no {param_key!r} entry, loading "params"')
+                param_key = 'params'
+            else:
+                raise KeyError(f'checkpoint {path} has no {param_key!r} entry (path.param_key_g); it holds {keys}')
+        ckpt = ckpt[param_key]
+    if not isinstance(ckpt, dict) or not all(torch.is_tensor(v) for v in ckpt.values()):
+        raise ValueError(f'checkpoint {path}: entry {param_key!r} is not a state dict of tensors')
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in ckpt.items())
+
+
+@MODEL_REGISTRY.register()
+class UnfoldingRestorationModel(SRModel):
+    """Restoration model for networks that return one image per stage (InterIR, DGUNet, DGUNet+), or one image.
+
+    Training sums, over the stage outputs ``o_k`` (first -> final), ``w_k * (pixel(o_k, gt) + edge(o_k, gt) +
+    frequency(o_k, gt))``. Inputs are reflect-padded to ``net_g.size_multiple`` (1 if absent) and outputs cropped
+    back, in training and testing. Testing uses the final output, optionally tiled and/or x8 self-ensembled.
+    Validation reports every metric per ``label_name`` of the batches (degradation type), the mean over labels
+    (the headline number of multi-degradation protocols, logged and tracked as BasicSR's metric) and the mean
+    over images, and writes them as ``<path.log>/metrics/<dataset>_<iter>.csv`` (``experiments/<name>/`` in
+    training, ``results/<name>/`` in testing). Checkpoints are written atomically and loaded with
+    ``weights_only=True``.
+
+    Option keys read (besides BasicSR's ``network_g``, ``num_gpu``, ``dist``, ``is_train``, ``path.*``; the
+    ``train:``/``val:`` keys are checked, an unknown one raises; see :data:`TRAIN_KEYS`, :data:`VAL_KEYS`):
+
+    - ``train.ema_decay``, ``optim_g``, ``scheduler``, ``total_iter``, ``warmup_iter``: BasicSR's. ``optim_g.type``
+      may name any ``torch.optim`` optimizer (Adam, AdamW, ...).
+    - ``train.pixel_opt`` (required): pixel loss, e.g. ``{type: CharbonnierLoss, eps: 1.0e-6}`` (= DGUNet's
+      Charbonnier with eps 1e-3).
+    - ``train.edge_opt``, ``train.frequency_opt``: optional extra terms (``EdgeLoss``, ``FrequencyLoss``, or any
+      registered loss taking ``(pred, target)``). Default: None.
+    - ``train.stage_weights``: one non-negative weight per stage output, or null for 1 each (DGUNet). The
+      length must equal the number of outputs, checked on the first step. Default: None.
+    - ``train.clamp_outputs``: clamp stage outputs to [0, 1] before the losses (DGUNet's denoising). Default: false.
+    - ``train.grad_clip``: maximum global L2 norm of the gradients, null for no clipping. Default: None.
+    - ``train.max_nonfinite_steps``: a step whose loss (or clipped gradient norm) is not finite is skipped (no
+      optimizer step, no EMA update), counted (``nonfinite_steps`` in the log) and warned about; this many in a
+      row stop training with an error. Default: 10.
+    - ``train.bf16``: bfloat16 autocast of the network's forward in training, on CUDA and on the CPU (torch's CPU
+      autocast supports bfloat16); losses and testing stay float32. Default: false.
+    - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
+    - ``val.tile``: tile side for tiled inference (a multiple of ``size_multiple``), null for whole images.
+      Default: None.
+    - ``val.tile_overlap``: overlap of neighbouring tiles (``tile >= 2 * tile_overlap``). Default: 32.
+    - ``val.self_ensemble``: average over the 8 flips/rotations. Default: false.
+
+    Saved images go to ``visualization/<dataset>/<label>/<image>_<iter or suffix or name>.png`` (the label level
+    only for labelled data; CDD-11 repeats file names across categories).
+
+    Args:
+        opt (dict): BasicSR options.
+    """
+
+    def __init__(self, opt):
+        check_options(opt)
+        super().__init__(opt)
+        val = opt.get('val') or {}
+        self.tile = val.get('tile')
+        self.tile_overlap = val.get('tile_overlap', 32)
+        self.self_ensemble = val.get('self_ensemble', False)
+        check_tile_options(self.tile, self.tile_overlap, self.size_multiple)
+
+    @property
+    def size_multiple(self):
+        """Input height/width multiple required by ``net_g`` (its ``size_multiple`` attribute, else 1)."""
+        multiple = getattr(self.get_bare_model(self.net_g), 'size_multiple', 1)
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f'network_g {self.opt["network_g"]["type"]}: size_multiple must be a positive int, '
+                             f'got {multiple!r}')
+        return multiple
+
+    # ----------------------------------------------------------------------------------------------- training
+    def init_training_settings(self):
+        super().init_training_settings()  # EMA, pixel loss, optimizer, scheduler
+        train_opt = self.opt['train']
+        self.cri_edge = build_loss(train_opt['edge_opt']).to(self.device) if train_opt.get('edge_opt') else None
+        self.cri_freq = (build_loss(train_opt['frequency_opt']).to(self.device)
+                         if train_opt.get('frequency_opt') else None)
+        weights = train_opt.get('stage_weights')
+        self.stage_weights = None if weights is None else [float(w) for w in weights]
+        self.clamp_outputs = train_opt.get('clamp_outputs', False)
+        self.grad_clip = train_opt.get('grad_clip')
+        self.max_nonfinite_steps = train_opt.get('max_nonfinite_steps', 10)
+        self.bf16 = train_opt.get('bf16', False)
+        self.nonfinite_steps = 0  # total skipped steps
+        self.nonfinite_in_a_row = 0
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam)."""
+        cls = getattr(torch.optim, optim_type, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise ValueError(f'option train.optim_g.type: {optim_type!r} is not a torch.optim optimizer')
+        return cls(params, lr, **kwargs)
+
+    def run_network(self, net, x):
+        """Run ``net`` on ``x`` padded to its size multiple; return the stage outputs cropped back (a list)."""
+        padded, size = pad_to_multiple(x, self.size_multiple)
+        out = net(padded)
+        outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+        if not outputs or not all(torch.is_tensor(o) for o in outputs):
+            raise TypeError(f'network_g {self.opt["network_g"]["type"]} must return a tensor or a non-empty list '
+                            f'of tensors, got {type(out).__name__}')
+        return crop_to(outputs, size)
+
+    def compute_losses(self, outputs, gt):
+        """Weighted sum over stage outputs of the pixel, edge and frequency terms.
+
+        Args:
+            outputs (list[Tensor]): Stage outputs, first -> final.
+            gt (Tensor): Target.
+
+        Returns:
+            tuple: ``(total, loss_dict)``; ``loss_dict`` holds each term summed over stages and ``l_total``.
+        """
+        weights = self.stage_weights if self.stage_weights is not None else [1.0] * len(outputs)
+        if len(weights) != len(outputs):
+            raise ValueError(f'option train.stage_weights has {len(weights)} entries but network_g '
+                             f'{self.opt["network_g"]["type"]} returns {len(outputs)} stage outputs')
+        loss_dict = OrderedDict()
+        total = 0
+        for name, cri in (('l_pix', self.cri_pix), ('l_edge', self.cri_edge), ('l_freq', self.cri_freq)):
+            if cri is None:
+                continue
+            term = 0
+            for w, out in zip(weights, outputs):
+                if w:
+                    out = out.float()
+                    term = term + w * cri(out.clamp(0, 1) if self.clamp_outputs else out, gt)
+            loss_dict[name] = term
+            total = total + term
+        loss_dict['l_total'] = total
+        return total, loss_dict
+
+    def _agreed_finite(self, value):
+        """Whether ``value`` is finite on every process (all ranks must skip together under DDP)."""
+        bad = (~torch.isfinite(value.detach())).float().reshape(1)
+        if self.opt.get('dist', False):
+            torch.distributed.all_reduce(bad)
+        return bad.item() == 0
+
+    def _skip_step(self, current_iter, reason):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        get_root_logger().warning(f'iter {current_iter}: {reason}; step skipped ({self.nonfinite_in_a_row} in a row, '
+                                  f'{self.nonfinite_steps} in total)')
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise RuntimeError(f'training stopped at iter {current_iter}: {self.nonfinite_in_a_row} non-finite steps '
+                               f'in a row (train.max_nonfinite_steps = {self.max_nonfinite_steps}). The weights are '
+                               'those of the last finite step; lower the learning rate, set train.grad_clip, or '
+                               'check the data for NaN/Inf, then resume from the last checkpoint.')
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            outputs = self.run_network(self.net_g, self.lq)
+        self.output = outputs[-1].detach()
+        l_total, loss_dict = self.compute_losses(outputs, self.gt)
+        step_ok = self._agreed_finite(l_total)
+        if step_ok:
+            l_total.backward()
+            if self.grad_clip is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+                loss_dict['grad_norm'] = grad_norm.detach()
+                step_ok = self._agreed_finite(grad_norm)
+                if not step_ok:
+                    self._skip_step(current_iter, f'gradient norm is {grad_norm.item()}')
+        else:
+            bad = ', '.join(f'{k}={v.item()}' for k, v in loss_dict.items() if not torch.isfinite(v).all())
+            self._skip_step(current_iter, f'non-finite loss ({bad})')
+        if step_ok:
+            self.optimizer_g.step()
+            self.nonfinite_in_a_row = 0
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict['nonfinite_steps'] = self.nonfinite_steps
+
+    # ---------------------------------------------------------------------------------------------- inference
+    def restore(self, lq, net=None):
+        """Final-stage restoration of ``lq`` with padding, and tiling/self-ensemble as set in ``val:``.
+
+        Args:
+            lq (Tensor): ``B x C x H x W`` input on ``self.device``.
+            net (nn.Module, optional): Network to run; default ``net_g_ema`` if present, else ``net_g``.
+
+        Returns:
+            Tensor: ``B x C' x H x W`` output (on the CPU, float32, when tiled).
+        """
+        if net is None:
+            net = getattr(self, 'net_g_ema', self.net_g)
+
+        def final(x):
+            return self.run_network(net, x)[-1]
+
+        fn = final if self.tile is None else (lambda x: tiled_apply(final, x, self.tile, self.tile_overlap))
+        return self_ensemble_x8(fn, lq) if self.self_ensemble else fn(lq)
+
+    def test(self):
+        net = getattr(self, 'net_g_ema', self.net_g)
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = self.restore(self.lq, net)
+        net.train(was_training)
+
+    # --------------------------------------------------------------------------------------------- validation
+    def _visual_path(self, dataset_name, label, img_name, current_iter):
+        if self.opt['is_train']:
+            tag = current_iter
+        else:
+            tag = self.opt['val'].get('suffix') or self.opt['name']
+        parts = [self.opt['path']['visualization'], dataset_name] + ([label] if label is not None else [])
+        return osp.join(*parts, f'{img_name}_{tag}.png')
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        metric_opts = self.opt['val'].get('metrics')
+        records = []  # (label or None, {metric: value}) per image
+        pbar = None
+        if self.opt['val'].get('pbar', False):
+            from tqdm import tqdm
+            pbar = tqdm(total=len(dataloader), unit='batch')
+        for val_data in dataloader:
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            labels = val_data.get('label_name')
+            for i, lq_path in enumerate(val_data['lq_path']):
+                label = None if labels is None else str(labels[i])
+                img_name = osp.splitext(osp.basename(lq_path))[0]
+                sr_img = tensor2img([visuals['result'][i]])
+                if save_img:
+                    imwrite(sr_img, self._visual_path(dataset_name, label, img_name, current_iter))
+                if metric_opts is not None:
+                    if 'gt' not in visuals:
+                        raise ValueError(f'val.metrics needs ground truth, but dataset {dataset_name} gives no gt')
+                    data = {'img': sr_img, 'img2': tensor2img([visuals['gt'][i]])}
+                    records.append((label, {k: float(calculate_metric(data, o)) for k, o in metric_opts.items()}))
+            del self.lq, self.output
+            if hasattr(self, 'gt'):
+                del self.gt
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if pbar is not None:
+                pbar.update(1)
+        if pbar is not None:
+            pbar.close()
+        if metric_opts is not None:
+            self._summarise(records, dataset_name, current_iter, tb_logger)
+
+    def _summarise(self, records, dataset_name, current_iter, tb_logger):
+        """Per-label, mean-over-labels and overall means; best values; CSV; log."""
+        metrics = list(self.opt['val']['metrics'])
+        if not records:
+            raise ValueError(f'validation dataset {dataset_name} is empty')
+        groups = OrderedDict()
+        for label, values in records:
+            groups.setdefault(label, []).append(values)
+        per_label = OrderedDict(
+            (label, {m: sum(v[m] for v in vals) / len(vals) for m in metrics}) for label, vals in groups.items()
+            if label is not None)
+        overall = {m: sum(v[m] for _, v in records) / len(records) for m in metrics}
+        if None in groups and per_label:
+            raise ValueError(f'validation dataset {dataset_name}: some batches have label_name and some do not')
+        label_mean = {m: sum(v[m] for v in per_label.values()) / len(per_label) for m in metrics} if per_label \
+            else dict(overall)
+        self.metric_results = dict(label_mean)
+        self._initialize_best_metric_results(dataset_name)
+        for m in metrics:
+            self._update_best_metric_result(dataset_name, m, label_mean[m], current_iter)
+        for label, values in per_label.items():
+            key = f'{dataset_name}/{label}'
+            self._initialize_best_metric_results(key)
+            for m in metrics:
+                self._update_best_metric_result(key, m, values[m], current_iter)
+        rows = [(label, len(groups[label]), per_label[label]) for label in per_label]
+        if per_label:
+            rows.append(('mean_over_labels', len(records), label_mean))
+        rows.append(('overall', len(records), overall))
+        self.label_metric_results = {'dataset': dataset_name, 'iter': current_iter, 'rows': rows}
+        self._write_metrics_csv(dataset_name, current_iter, metrics, rows)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    @master_only
+    def _write_metrics_csv(self, dataset_name, current_iter, metrics, rows):
+        folder = self.opt['path'].get('log')
+        if folder is None:
+            get_root_logger().warning('path.log is not set: per-label metrics are not written to CSV')
+            return
+        path = osp.join(folder, 'metrics', f'{dataset_name}_{current_iter}.csv'.replace(os.sep, '_'))
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        tmp = f'{path}.{os.getpid()}.tmp'
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['dataset', 'iter', 'label', 'images', *metrics])
+            for label, count, values in rows:
+                writer.writerow([dataset_name, current_iter, label, count, *(f'{values[m]:.6f}' for m in metrics)])
+        os.replace(tmp, path)
+        self.metrics_csv_path = path
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
+        super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)  # the headline means
+        rows = self.label_metric_results['rows']
+        metrics = list(self.opt['val']['metrics'])
+        width = max(len(str(r[0])) for r in rows)
+        lines = [f'Per-label {dataset_name} (headline above = mean over labels):',
+                 f'\t{"label":<{width}}  {"n":>5}  ' + '  '.join(f'{m:>10}' for m in metrics) + '  best']
+        for label, count, values in rows:
+            best = self.best_metric_results.get(f'{dataset_name}/{label}')
+            best_str = ', '.join(f'{m} {best[m]["val"]:.4f} @ {best[m]["iter"]}' for m in metrics) if best else ''
+            lines.append(f'\t{label:<{width}}  {count:>5}  ' + '  '.join(f'{values[m]:>10.4f}' for m in metrics)
+                         + f'  {best_str}')
+        get_root_logger().info('\n'.join(lines))
+        if tb_logger:
+            for label, _, values in rows:
+                for m in metrics:
+                    tb_logger.add_scalar(f'metrics/{dataset_name}/{label}/{m}', values[m], current_iter)
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's ``save_network`` (same file names and layout), written atomically."""
+        if current_iter == -1:
+            current_iter = 'latest'
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict(
+                (k[len('module.'):] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
+        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's ``save_training_state`` (``<iter>.state``: epoch, iter, optimizers, schedulers), atomic."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """Load weights with ``weights_only=True``; errors name the file and the offending keys.
+
+        Args:
+            net (nn.Module): Network (wrapped or bare).
+            load_path (str): Checkpoint file.
+            strict (bool): Require identical key sets and shapes; if False, missing/unexpected keys and keys
+                whose shape differs are skipped with a warning. Default: True.
+            param_key (str | None): Entry of the checkpoint holding the weights. Default: 'params'.
+        """
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        state = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
+        own = net.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}'
+                      for k in own if k in state and state[k].shape != own[k].shape]
+        arch = type(net).__name__
+        if strict and (missing or unexpected or mismatched):
+            details = [f'{title} ({len(keys)}): {", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""}'
+                       for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                                           ('shape mismatches', mismatched)) if keys]
+            raise RuntimeError(f'checkpoint {load_path} does not fit {arch} (network_g): ' + '; '.join(details)
+                               + '. Check network_g against the checkpoint, or set path.strict_load_g: false.')
+        for k in [m.split(':')[0] for m in mismatched]:
+            state.pop(k)
+        for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape-mismatched', mismatched)):
+            if keys:
+                logger.warning(f'Loading {load_path}: skipping {len(keys)} {title} keys: {keys[:8]}')
+        net.load_state_dict(state, strict=strict)
+        logger.info(f'Loaded {arch} from {load_path} (param key {param_key!r}).')
