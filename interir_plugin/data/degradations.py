@@ -1,0 +1,410 @@
+"""Physics-based synthesis of single and composite degradations for on-the-fly training pairs.
+
+Every degradation is a function ``f(img, rng=0, **params) -> (degraded, drawn)`` that a user can call alone:
+
+* ``img``: float32 ``H x W x C`` image in [0, 1] (``H x W`` is accepted too). The functions act on every channel
+  alike, so RGB and BGR work the same; only :func:`jpeg` assumes OpenCV's BGR order (its chroma subsampling).
+* ``rng``: a ``numpy.random.Generator`` or an int seed (see :func:`make_rng`).
+* ``params``: each parameter is a fixed number or a ``(low, high)`` pair from which a value is drawn uniformly.
+* ``drawn``: the dict of values actually drawn (floats), so a sample can carry its degradation parameters.
+
+:func:`synthesize` composes several degradations in the fixed physical order of :data:`ORDER`
+(low light -> rain -> snow -> haze -> noise -> blur -> JPEG; ``shared/design/protocols.md``), with a generator
+derived from ``(seed, index)`` only: the same seed and index give the same pair in any process, whatever the
+number of data-loader workers. Per-pixel Gaussian fields come from OpenCV's (thread-local) generator seeded from
+that generator, which is several times faster than numpy's; the result is therefore deterministic for a given
+numpy/OpenCV pair of versions. Everything is vectorised numpy/OpenCV on single-channel maps where the physics
+allows, so the hardest CDD-11 category costs about one PNG decode of the same patch (``benchmarks/bench_data.py``).
+"""
+import inspect
+import numbers
+
+import cv2
+import numpy as np
+
+#: the CDD-11 categories (OneRestore), in the order of the benchmark tables.
+CDD11_CATEGORIES = ('low', 'haze', 'rain', 'snow', 'low_haze', 'low_rain', 'low_snow', 'haze_rain', 'haze_snow',
+                    'low_haze_rain', 'low_haze_snow')
+#: the physical order in which a composite is applied.
+ORDER = ('low_light', 'rain', 'snow', 'haze', 'noise', 'blur', 'jpeg')
+#: CDD-11 category-name part -> degradation name.
+CATEGORY_PARTS = {'low': 'low_light', 'haze': 'haze', 'rain': 'rain', 'snow': 'snow'}
+
+
+def make_rng(seed, index=0):
+    """A generator that depends on ``(seed, index)`` only (Philox counter-based bit generator).
+
+    Args:
+        seed (int): Experiment seed (non-negative).
+        index (int): Sample index (non-negative). Default: 0.
+
+    Returns:
+        numpy.random.Generator
+    """
+    return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(seed), int(index)])))
+
+
+def _as_rng(rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, numbers.Integral):
+        return make_rng(rng)
+    raise TypeError(f'rng must be a numpy Generator or an int seed, got {type(rng).__name__}')
+
+
+def _draw(rng, value, name, integer=False):
+    """A fixed number, or a uniform draw from a ``(low, high)`` pair (inclusive ints when ``integer``)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return int(value) if integer else float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, numbers.Real) for v in value):
+        low, high = value
+        if low > high:
+            raise ValueError(f'{name}: range {list(value)} has low > high')
+        return int(rng.integers(int(low), int(high) + 1)) if integer else float(rng.uniform(low, high))
+    raise ValueError(f'{name} must be a number or a [low, high] pair, got {value!r}')
+
+
+def _float_image(img, name):
+    img = np.asarray(img)
+    if img.dtype != np.float32:
+        raise TypeError(f'{name}: expected a float32 image in [0, 1], got dtype {img.dtype}')
+    if img.ndim not in (2, 3):
+        raise ValueError(f'{name}: expected an H x W or H x W x C image, got shape {img.shape}')
+    return np.ascontiguousarray(img)
+
+
+def _gaussian_field(rng, shape, sigma):
+    """``N(0, sigma^2)`` float32 field of ``shape`` from OpenCV's generator, seeded from ``rng``."""
+    field = np.empty(int(np.prod(shape)), np.float32)  # flat: OpenCV fills one channel fastest
+    cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
+    cv2.randn(field, 0.0, float(sigma))
+    return field.reshape(shape)
+
+
+def _broadcast(mask, img):
+    return mask[..., None] if img.ndim == 3 else mask
+
+
+def _streak_layer(rng, shape, count, length, angle, width):
+    """Sparse impulses smeared into streaks of ``length`` px at ``angle`` degrees from vertical.
+
+    The impulses are drawn on a canvas that covers the rotated image, blurred along the canvas's vertical axis
+    with a running box filter (O(1) per pixel whatever the length), widened by a short horizontal Gaussian with
+    peak 1, and rotated onto the image with one affine warp: a rotated line kernel without a long 2-D filter.
+    Returns an ``H x W`` float32 map whose streak cores hold the impulse amplitudes in [0.5, 1].
+    """
+    h, w = shape
+    theta = np.deg2rad(angle)
+    c, s = abs(np.cos(theta)), abs(np.sin(theta))
+    cw, ch = int(np.ceil(w * c + h * s)) + 2, int(np.ceil(w * s + h * c)) + 2 + length
+    canvas = np.zeros((ch, cw), np.float32)
+    n = int(count * ch * cw / (h * w))
+    canvas[rng.integers(0, ch, n), rng.integers(0, cw, n)] = rng.uniform(0.5, 1.0, n).astype(np.float32)
+    canvas = cv2.blur(canvas, (1, length), borderType=cv2.BORDER_CONSTANT) * np.float32(length)
+    if width > 0:
+        kx = cv2.getGaussianKernel(2 * int(np.ceil(2.5 * width)) + 1, width, cv2.CV_32F)
+        canvas = cv2.sepFilter2D(canvas, -1, kx / kx.max(), np.ones(1, np.float32), borderType=cv2.BORDER_CONSTANT)
+    # affine map from image (x, y) to canvas: rotate about the centres
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -float(angle), 1.0)
+    m[:, 2] += (cw / 2.0 - w / 2.0, ch / 2.0 - h / 2.0)
+    return cv2.warpAffine(canvas, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT)
+
+
+def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.05):
+    """Retinex low light: relight ``J * L^(gamma - 1)`` with ``L`` the smoothed max-channel map, plus noise.
+
+    Retinex writes ``J = R * L``; the same scene under the dimmer illumination ``L^gamma`` is
+    ``R * L^gamma = J * L^(gamma - 1)``, darkest where the scene is dark, as in real night shots.
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        gamma (float | tuple): Illumination exponent. Default: (2.0, 3.0).
+        noise_sigma (float | tuple): Std of the additive Gaussian sensor noise (on the [0, 1] scale).
+            Default: (0.03, 0.08).
+        smooth (float): Std of the Gaussian that smooths the max-channel map, as a fraction of the shorter
+            side. Default: 0.05.
+
+    Returns:
+        tuple: (degraded float32 image, {'gamma', 'noise_sigma'}).
+    """
+    img, rng = _float_image(img, 'low_light'), _as_rng(rng)
+    g = _draw(rng, gamma, 'low_light.gamma')
+    sigma = _draw(rng, noise_sigma, 'low_light.noise_sigma')
+    h, w = img.shape[:2]
+    light = img.max(axis=2) if img.ndim == 3 else img
+    # smooth at 1/8 resolution: a wide Gaussian for the price of a small one
+    small = cv2.resize(light, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), max(0.5, smooth * min(h, w) / 8))
+    light = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    gain = cv2.pow(np.maximum(light, 1e-3), g - 1.0)
+    out = img * _broadcast(gain, img) + _gaussian_field(rng, img.shape, sigma)
+    return np.clip(out, 0.0, 1.0, out=out), {'gamma': g, 'noise_sigma': sigma}
+
+
+def rain(img, rng=0, density=(0.002, 0.008), length=(10, 30), angle=(-25.0, 25.0), width=(0.5, 1.2),
+         intensity=(0.25, 0.6)):
+    """Additive rain streaks: sparse impulses blurred by a rotated line kernel, added and clipped.
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        density (float | tuple): Streaks per pixel. Default: (0.002, 0.008).
+        length (int | tuple): Streak length in pixels. Default: (10, 30).
+        angle (float | tuple): Streak angle from vertical, degrees. Default: (-25, 25).
+        width (float | tuple): Std of the streak cross-section, pixels. Default: (0.5, 1.2).
+        intensity (float | tuple): Peak brightness a streak adds. Default: (0.25, 0.6).
+
+    Returns:
+        tuple: (degraded float32 image, {'density', 'length', 'angle', 'width', 'intensity'}).
+    """
+    img, rng = _float_image(img, 'rain'), _as_rng(rng)
+    p = {'density': _draw(rng, density, 'rain.density'), 'length': _draw(rng, length, 'rain.length', integer=True),
+         'angle': _draw(rng, angle, 'rain.angle'), 'width': _draw(rng, width, 'rain.width'),
+         'intensity': _draw(rng, intensity, 'rain.intensity')}
+    h, w = img.shape[:2]
+    streaks = _streak_layer(rng, (h, w), p['density'] * h * w, max(1, p['length']), p['angle'], p['width'])
+    out = img + _broadcast(streaks * np.float32(p['intensity']), img)
+    return np.clip(out, 0.0, 1.0, out=out), {k: float(v) for k, v in p.items()}
+
+
+def snow(img, rng=0, density=(0.002, 0.006), size=(0.6, 1.8), fall=(0, 6), angle=(-30.0, 30.0),
+         opacity=(0.7, 1.0)):
+    """Snow: ``J (1 - M) + M`` with a synthetic flake mask ``M`` in [0, 1].
+
+    Flakes are impulses widened to ``size`` and smeared ``fall`` pixels along their fall direction.
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        density (float | tuple): Flakes per pixel. Default: (0.002, 0.006).
+        size (float | tuple): Flake radius (Gaussian std), pixels. Default: (0.6, 1.8).
+        fall (int | tuple): Motion smear of a flake, pixels (0: round flakes). Default: (0, 6).
+        angle (float | tuple): Fall direction from vertical, degrees. Default: (-30, 30).
+        opacity (float | tuple): Peak flake opacity. Default: (0.7, 1.0).
+
+    Returns:
+        tuple: (degraded float32 image, {'density', 'size', 'fall', 'angle', 'opacity'}).
+    """
+    img, rng = _float_image(img, 'snow'), _as_rng(rng)
+    p = {'density': _draw(rng, density, 'snow.density'), 'size': _draw(rng, size, 'snow.size'),
+         'fall': _draw(rng, fall, 'snow.fall', integer=True), 'angle': _draw(rng, angle, 'snow.angle'),
+         'opacity': _draw(rng, opacity, 'snow.opacity')}
+    h, w = img.shape[:2]
+    mask = _streak_layer(rng, (h, w), p['density'] * h * w, p['fall'] + 1, p['angle'], p['size'])
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.5 * p['size'])  # round the flakes in the streak direction too
+    mask = _broadcast(np.clip(mask * np.float32(1.6 * p['opacity']), 0.0, p['opacity']), img)
+    out = img * (1.0 - mask) + mask
+    return out, {k: float(v) for k, v in p.items()}
+
+
+def synthetic_depth(rng, shape, horizon=(0.3, 0.7), roughness=(0.1, 0.4)):
+    """A normalised depth map in [0, 1] (1 = far): a ground plane receding to a horizon plus smooth relief.
+
+    Args:
+        rng (Generator | int): Random generator or seed.
+        shape (tuple): (H, W).
+        horizon (float | tuple): Height of the horizon as a fraction of H from the top. Default: (0.3, 0.7).
+        roughness (float | tuple): Weight of the low-frequency random relief. Default: (0.1, 0.4).
+
+    Returns:
+        tuple: (H x W float32 depth, {'horizon', 'roughness'}).
+    """
+    rng = _as_rng(rng)
+    hz, rough = _draw(rng, horizon, 'depth.horizon'), _draw(rng, roughness, 'depth.roughness')
+    h, w = shape
+    rows = np.linspace(0.0, 1.0, h, dtype=np.float32)
+    # ground plane: depth ~ 1 / distance below the horizon, sky (above it) is far
+    plane = np.clip((hz + 0.05) / np.maximum(rows - hz + 0.05, 1e-3) * 0.1, 0.0, 1.0)
+    plane[rows <= hz] = 1.0
+    relief = cv2.resize(rng.random((4, 4), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    depth = (1.0 - rough) * plane[:, None] + rough * relief
+    depth -= depth.min()
+    return depth / max(float(depth.max()), 1e-6), {'horizon': hz, 'roughness': rough}
+
+
+def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
+    """Atmospheric scattering: ``J t + A (1 - t)``, ``t = exp(-beta d)``.
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        beta (float | tuple): Scattering coefficient on normalised depth (RESIDE OTS: 0.04-0.2 on metric
+            depth). Default: (1.0, 2.0).
+        airlight (float | tuple): Global atmospheric light ``A`` (grey). Default: (0.6, 1.0).
+        depth (ndarray | None): ``H x W`` (or ``H x W x 1``) depth, normalised to [0, 1] here; None draws a
+            :func:`synthetic_depth`. Default: None.
+
+    Returns:
+        tuple: (degraded float32 image, {'beta', 'airlight'} plus the synthetic depth's parameters).
+    """
+    img, rng = _float_image(img, 'haze'), _as_rng(rng)
+    p = {'beta': _draw(rng, beta, 'haze.beta'), 'airlight': _draw(rng, airlight, 'haze.airlight')}
+    h, w = img.shape[:2]
+    if depth is None:
+        d, extra = synthetic_depth(rng, (h, w))
+        p.update({f'depth_{k}': v for k, v in extra.items()})
+    else:
+        d = np.asarray(depth, np.float32).reshape(np.shape(depth)[:2])
+        if d.shape != (h, w):
+            raise ValueError(f'haze: depth map {d.shape} does not match the image {(h, w)}')
+        d = (d - d.min()) / max(float(d.max() - d.min()), 1e-6)
+    t = _broadcast(cv2.exp(d * np.float32(-p['beta'])), img)
+    a = np.float32(p['airlight'])
+    return (img - a) * t + a, p
+
+
+def noise(img, rng=0, sigma=25.0, quantize=False):
+    """Additive white Gaussian noise of std ``sigma / 255``, clipped to [0, 1].
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        sigma (float | tuple): Noise std on the 0-255 scale (3-task protocol: 15, 25 or 50). Default: 25.
+        quantize (bool): Round the result to 8-bit levels, as protocols that add noise to uint8 images and
+            store uint8 (AirNet/PromptIR). Default: False.
+
+    Returns:
+        tuple: (degraded float32 image, {'sigma'}).
+    """
+    img, rng = _float_image(img, 'noise'), _as_rng(rng)
+    s = _draw(rng, sigma, 'noise.sigma')
+    out = np.clip(img + _gaussian_field(rng, img.shape, s / 255.0), 0.0, 1.0)
+    if quantize:
+        out = np.round(out * 255.0) / np.float32(255.0)
+    return out.astype(np.float32, copy=False), {'sigma': s}
+
+
+def blur_kernel(kind, size, angle):
+    """A normalised blur kernel: ``'motion'`` (a line of ``size`` px at ``angle`` degrees) or ``'gaussian'``
+    (std ``size / 6``, support ``size``); ``size`` is made odd."""
+    k = int(size) | 1
+    if kind == 'gaussian':
+        g = cv2.getGaussianKernel(k, k / 6.0, cv2.CV_32F)
+        return g @ g.T
+    if kind != 'motion':
+        raise ValueError(f"blur.kind must be 'motion' or 'gaussian', got {kind!r}")
+    line = np.zeros((k, k), np.float32)
+    line[k // 2, :] = 1.0
+    m = cv2.getRotationMatrix2D((k // 2, k // 2), float(angle), 1.0)
+    line = cv2.warpAffine(line, m, (k, k), flags=cv2.INTER_LINEAR)
+    return line / line.sum()
+
+
+def blur(img, rng=0, kind=('motion', 'gaussian'), size=(5, 21), angle=(0.0, 180.0)):
+    """Blur with a motion (line) or Gaussian kernel.
+
+    Args:
+        img (ndarray): float32 image in [0, 1].
+        rng (Generator | int): Random generator or seed. Default: 0.
+        kind (str | tuple[str]): ``'motion'``, ``'gaussian'``, or a tuple of them to choose from uniformly.
+            Default: ('motion', 'gaussian').
+        size (int | tuple): Kernel support in pixels (odd). Default: (5, 21).
+        angle (float | tuple): Motion direction, degrees (drawn for both kinds, used by 'motion').
+            Default: (0, 180).
+
+    Returns:
+        tuple: (degraded float32 image, {'motion' (1.0 or 0.0), 'size', 'angle'}).
+    """
+    img, rng = _float_image(img, 'blur'), _as_rng(rng)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    chosen = kinds[int(rng.integers(len(kinds)))]
+    size_px = _draw(rng, size, 'blur.size', integer=True) | 1
+    ang = _draw(rng, angle, 'blur.angle')
+    out = cv2.filter2D(img, -1, blur_kernel(chosen, size_px, ang), borderType=cv2.BORDER_REFLECT)
+    return out, {'motion': float(chosen == 'motion'), 'size': float(size_px), 'angle': ang}
+
+
+def jpeg(img, rng=0, quality=(30, 95)):
+    """JPEG compression at a drawn quality (OpenCV's encoder, which takes BGR order).
+
+    Args:
+        img (ndarray): float32 image in [0, 1], BGR (or grey).
+        rng (Generator | int): Random generator or seed. Default: 0.
+        quality (int | tuple): JPEG quality 1-100. Default: (30, 95).
+
+    Returns:
+        tuple: (degraded float32 image, {'quality'}).
+    """
+    img, rng = _float_image(img, 'jpeg'), _as_rng(rng)
+    q = _draw(rng, quality, 'jpeg.quality', integer=True)
+    ok, buf = cv2.imencode('.jpg', np.round(np.clip(img, 0, 1) * 255).astype(np.uint8),
+                           [cv2.IMWRITE_JPEG_QUALITY, q])
+    out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / np.float32(255.0)
+    return out.reshape(img.shape), {'quality': float(q)}
+
+
+#: degradation name -> function, in :data:`ORDER`.
+DEGRADATIONS = {'low_light': low_light, 'rain': rain, 'snow': snow, 'haze': haze, 'noise': noise, 'blur': blur,
+                'jpeg': jpeg}
+
+
+def category_spec(category):
+    """The synthesis spec of a CDD-11 category name, e.g. ``'low_haze_rain'`` -> low light, rain and haze with
+    default parameters.
+
+    Args:
+        category (str): One of :data:`CDD11_CATEGORIES`.
+
+    Returns:
+        dict: ``{degradation name: {}}``.
+    """
+    if category not in CDD11_CATEGORIES:
+        raise ValueError(f'unknown CDD-11 category {category!r}; expected one of {", ".join(CDD11_CATEGORIES)}')
+    return {CATEGORY_PARTS[part]: {} for part in category.split('_')}
+
+
+def parse_spec(spec):
+    """Validate a synthesis spec and put it in :data:`ORDER`.
+
+    Args:
+        spec (str | dict): A CDD-11 category name, or ``{degradation: {param: value}}`` with names from
+            :data:`DEGRADATIONS` and each function's keyword parameters (``{}`` or None: defaults).
+
+    Returns:
+        tuple: ``((name, kwargs), ...)`` in physical order.
+    """
+    if isinstance(spec, str):
+        spec = category_spec(spec)
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError(f'synthesis spec must be a CDD-11 category name or a non-empty mapping, got {spec!r}')
+    steps = []
+    for name in spec:
+        if name not in DEGRADATIONS:
+            raise ValueError(f'unknown degradation {name!r} in synthesis spec; expected one of {", ".join(ORDER)}')
+    for name in ORDER:
+        if name not in spec:
+            continue
+        kwargs = dict(spec[name] or {})
+        allowed = set(inspect.signature(DEGRADATIONS[name]).parameters) - {'img', 'rng', 'depth'}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise ValueError(f'unknown parameter(s) {unknown} for degradation {name!r}; '
+                             f'allowed: {", ".join(sorted(allowed))}')
+        steps.append((name, kwargs))
+    return tuple(steps)
+
+
+def synthesize(img, spec, seed=0, index=0, depth=None):
+    """Apply a composite degradation in physical order with a generator derived from ``(seed, index)``.
+
+    Args:
+        img (ndarray): Clean float32 image in [0, 1] (BGR for a spec with JPEG).
+        spec (str | dict | tuple): A CDD-11 category name, a spec mapping, or the output of :func:`parse_spec`.
+        seed (int): Experiment seed. Default: 0.
+        index (int): Sample index. Default: 0.
+        depth (ndarray | None): Depth map for haze (None: synthetic). Default: None.
+
+    Returns:
+        tuple: (degraded float32 image, ``{'<degradation>.<param>': float}``).
+    """
+    steps = spec if isinstance(spec, tuple) else parse_spec(spec)
+    rng = make_rng(seed, index)
+    out = _float_image(img, 'synthesize')
+    drawn = {}
+    for name, kwargs in steps:
+        extra = {'depth': depth} if name == 'haze' else {}
+        out, params = DEGRADATIONS[name](out, rng, **kwargs, **extra)
+        drawn.update({f'{name}.{k}': v for k, v in params.items()})
+    return out, drawn
