@@ -1,0 +1,113 @@
+"""Option files to ready-to-run networks for the tools (infer, explain, profile), outside BasicSR's pipelines.
+
+A tool builds the network of an option file's ``network_g`` through :class:`UnfoldingRestorationModel` in test
+mode, whatever the file's ``model_type``: that class loads ``path.pretrain_network_g`` (``weights_only``), pads
+to the network's ``size_multiple`` and tiles / self-ensembles as ``val:`` says, and it accepts networks that
+return one tensor, so BasicSR's own archs (SwinIR, RIDNet, EDSR, ...) run the same way. ``train:`` and
+``datasets:`` are not read. No folder is created.
+"""
+import copy
+import os
+import warnings
+
+import torch
+import yaml
+from basicsr.models import build_model
+
+#: ``network_g`` keys that hold the number of input channels, over the plugin's and BasicSR's archs.
+_IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'in_channels', 'in_c', 'in_nc')
+#: ``val:`` keys a tool passes on to the model (tiling and self-ensemble); the rest is about validation.
+_INFERENCE_VAL_KEYS = ('tile', 'tile_overlap', 'self_ensemble')
+
+
+def load_option_file(path):
+    """Read an option YAML file into a dict; errors name the file.
+
+    Args:
+        path (str): Option file.
+
+    Returns:
+        dict: The options.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'option file not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        try:
+            opt = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ValueError(f'option file {path} is not valid YAML: {err}') from err
+    if not isinstance(opt, dict):
+        raise ValueError(f'option file {path} must hold a mapping, got {type(opt).__name__}')
+    net_opt = opt.get('network_g')
+    if not isinstance(net_opt, dict) or 'type' not in net_opt:
+        raise ValueError(f'option file {path}: network_g with a type is required')
+    return opt
+
+
+def resolve_device(device='auto'):
+    """``'auto'`` (CUDA if available, else CPU), ``'cpu'`` or ``'cuda[:i]'`` as a ``torch.device``."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'device {device!r} requested but CUDA is not available')
+    return dev
+
+
+def input_channels(network_opt):
+    """Input channels of a ``network_g`` mapping (the first of :data:`_IN_CHANNEL_KEYS` present, else 3)."""
+    for key in _IN_CHANNEL_KEYS:
+        if key in network_opt:
+            return int(network_opt[key])
+    return 3
+
+
+def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=None, weights=True):
+    """Test-mode options for :class:`UnfoldingRestorationModel` built from any option file's contents.
+
+    Args:
+        opt (dict): Options as read by :func:`load_option_file` (not modified).
+        device (torch.device): Where the network runs.
+        tile (int, optional): Overrides ``val.tile``. Default: None (keep the file's).
+        tile_overlap (int, optional): Overrides ``val.tile_overlap``. Default: None (keep the file's).
+        self_ensemble (bool, optional): Overrides ``val.self_ensemble``. Default: None (keep the file's).
+        weights (bool): Keep ``path.pretrain_network_g``; False builds a randomly initialised network. Default: True.
+
+    Returns:
+        dict: Options for ``basicsr.models.build_model``.
+    """
+    val = {k: v for k, v in (opt.get('val') or {}).items() if k in _INFERENCE_VAL_KEYS}
+    for key, value in (('tile', tile), ('tile_overlap', tile_overlap), ('self_ensemble', self_ensemble)):
+        if value is not None:
+            val[key] = value
+    path = dict(opt.get('path') or {})
+    if not weights:
+        path['pretrain_network_g'] = None
+    elif path.get('pretrain_network_g'):
+        path['pretrain_network_g'] = os.path.expanduser(path['pretrain_network_g'])
+    return {'name': opt.get('name', 'interir_tool'), 'model_type': 'UnfoldingRestorationModel',
+            'network_g': copy.deepcopy(opt['network_g']), 'path': path, 'val': val, 'is_train': False,
+            'dist': False, 'rank': 0, 'world_size': 1, 'num_gpu': 1 if device.type == 'cuda' else 0}
+
+
+def build_restorer(opt, device, option_path='option file', require_weights=False, **overrides):
+    """Build :class:`UnfoldingRestorationModel` (test mode) for an option file's network.
+
+    Args:
+        opt (dict): Options as read by :func:`load_option_file`.
+        device (torch.device): Device; the model picks ``cuda`` for any CUDA device (BasicSR's rule).
+        option_path (str): The option file's name, for messages. Default: 'option file'.
+        require_weights (bool): Raise if ``path.pretrain_network_g`` is unset instead of warning that the network
+            is randomly initialised. Default: False.
+        **overrides: ``tile``, ``tile_overlap``, ``self_ensemble`` as :func:`inference_options`.
+
+    Returns:
+        UnfoldingRestorationModel: The model; its bare network is ``model.get_bare_model(model.net_g)``.
+    """
+    if not (opt.get('path') or {}).get('pretrain_network_g'):
+        message = (f'{option_path}: path.pretrain_network_g is not set, so {opt["network_g"]["type"]} runs with '
+                   'RANDOM weights; its outputs mean nothing')
+        if require_weights:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
+    return build_model(inference_options(opt, device, **overrides))
