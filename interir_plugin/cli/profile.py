@@ -17,8 +17,10 @@ def add_arguments(parser):
 
 
 def run(args):
+    from interir_plugin.tools.console import user_errors
     from interir_plugin.tools.profile import profile_option_file
 
-    result = profile_option_file(args.opt, tuple(args.size), args.device, args.repeats, args.warmup, args.memory)
+    with user_errors('profile'):
+        result = profile_option_file(args.opt, tuple(args.size), args.device, args.repeats, args.warmup, args.memory)
     print(json.dumps(result, indent=1))
     return 0
