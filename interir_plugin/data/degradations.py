@@ -99,6 +99,12 @@ def _max_channel(img):
     return out
 
 
+def _peak_gaussian(sigma):
+    """1-D Gaussian kernel of std ``sigma`` scaled to peak 1 (a blob keeps its amplitude)."""
+    k = cv2.getGaussianKernel(2 * int(np.ceil(2.5 * sigma)) + 1, sigma, cv2.CV_32F)
+    return k / k.max()
+
+
 def _streak_layer(rng, shape, count, length, angle, width):
     """Sparse impulses smeared into streaks of ``length`` px at ``angle`` degrees from vertical.
 
@@ -116,8 +122,8 @@ def _streak_layer(rng, shape, count, length, angle, width):
     canvas[rng.integers(0, ch, n), rng.integers(0, cw, n)] = rng.uniform(0.5, 1.0, n).astype(np.float32)
     canvas = cv2.blur(canvas, (1, length), borderType=cv2.BORDER_CONSTANT) * np.float32(length)
     if width > 0:
-        kx = cv2.getGaussianKernel(2 * int(np.ceil(2.5 * width)) + 1, width, cv2.CV_32F)
-        canvas = cv2.sepFilter2D(canvas, -1, kx / kx.max(), np.ones(1, np.float32), borderType=cv2.BORDER_CONSTANT)
+        canvas = cv2.sepFilter2D(canvas, -1, _peak_gaussian(width), np.ones(1, np.float32),
+                                 borderType=cv2.BORDER_CONSTANT)
     # affine map from image (x, y) to canvas: rotate about the centres
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -float(angle), 1.0)
     m[:, 2] += (cw / 2.0 - w / 2.0, ch / 2.0 - h / 2.0)
@@ -184,20 +190,21 @@ def rain(img, rng=0, density=(0.002, 0.008), length=(10, 30), angle=(-25.0, 25.0
     return np.clip(out, 0.0, 1.0, out=out), {k: float(v) for k, v in p.items()}
 
 
-def snow(img, rng=0, density=(0.002, 0.006), size=(0.6, 1.8), fall=(0, 6), angle=(-30.0, 30.0),
+def snow(img, rng=0, density=(0.003, 0.008), size=(0.5, 1.5), fall=(0, 6), angle=(-30.0, 30.0),
          opacity=(0.7, 1.0)):
     """Snow: ``J (1 - M) + M`` with a synthetic flake mask ``M`` in [0, 1].
 
-    Flakes are impulses widened to ``size`` and smeared ``fall`` pixels along their fall direction.
+    Flakes are impulses widened into round Gaussian blobs of std ``size`` (peak kept) and smeared ``fall`` pixels
+    along their fall direction.
 
     Args:
         img (ndarray): float32 image in [0, 1].
         rng (Generator | int): Random generator or seed. Default: 0.
-        density (float | tuple): Flakes per pixel. Default: (0.002, 0.006).
-        size (float | tuple): Flake radius (Gaussian std), pixels. Default: (0.6, 1.8).
+        density (float | tuple): Flakes per pixel. Default: (0.003, 0.008).
+        size (float | tuple): Flake radius (Gaussian std), pixels. Default: (0.5, 1.5).
         fall (int | tuple): Motion smear of a flake, pixels (0: round flakes). Default: (0, 6).
         angle (float | tuple): Fall direction from vertical, degrees. Default: (-30, 30).
-        opacity (float | tuple): Peak flake opacity. Default: (0.7, 1.0).
+        opacity (float | tuple): Opacity of the densest flake core. Default: (0.7, 1.0).
 
     Returns:
         tuple: (degraded float32 image, {'density', 'size', 'fall', 'angle', 'opacity'}).
@@ -208,8 +215,9 @@ def snow(img, rng=0, density=(0.002, 0.006), size=(0.6, 1.8), fall=(0, 6), angle
          'opacity': _draw(rng, opacity, 'snow.opacity')}
     h, w = img.shape[:2]
     mask = _streak_layer(rng, (h, w), p['density'] * h * w, p['fall'] + 1, p['angle'], p['size'])
-    mask = cv2.GaussianBlur(mask, (0, 0), 0.5 * p['size'])  # round the flakes in the streak direction too
-    mask = _expand(np.clip(mask * np.float32(1.6 * p['opacity']), 0.0, p['opacity']), img)
+    ky = _peak_gaussian(p['size'])  # the streak layer widened the flakes across; round them along too
+    mask = cv2.sepFilter2D(mask, -1, np.ones(1, np.float32), ky, borderType=cv2.BORDER_CONSTANT)
+    mask = _expand(np.clip(mask * np.float32(p['opacity']), 0.0, 1.0), img)
     out = cv2.multiply(img, 1.0 - mask)
     out += mask
     return out, {k: float(v) for k, v in p.items()}

@@ -1,0 +1,286 @@
+"""Data-set preparation behind ``interir prepare``: the embedded MiniCDD, meta-info lists, LMDBs and composite
+sets synthesised from any clean folder. Every writer refuses to overwrite what exists unless ``force``.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
+from interir_plugin.data.sources import IMG_EXTENSIONS, decode_image
+
+#: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
+MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
+MINICDD_TEST_PHOTOS = ('chelsea', 'coffee', 'motorcycle_left')
+#: (short side the photo is resized to, tile height, tile width, tile rows, tile columns) per split.
+MINICDD_TILES = {'train': (384, 192, 192, 2, 2), 'test': (288, 256, 256, 1, 2)}
+#: PNG compression level of every writer (deterministic bytes for deterministic pixels).
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+
+
+class OverwriteError(FileExistsError):
+    """A preparation step would overwrite existing output (pass ``force``)."""
+
+
+def _claim(path, force):
+    """Make sure ``path`` can be written: absent, or removed when ``force``; raise :class:`OverwriteError`."""
+    if osp.lexists(path):
+        if not force:
+            raise OverwriteError(f'{path} exists; pass --force (force=True) to replace it')
+        shutil.rmtree(path) if osp.isdir(path) and not osp.islink(path) else os.remove(path)
+
+
+def _to_uint8(img):
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _write_png(path, img):
+    if not cv2.imwrite(path, _to_uint8(img), PNG_PARAMS):
+        raise OSError(f'cannot write {path}')
+
+
+def load_skimage_photo(name):
+    """An RGB uint8 photo bundled with scikit-image (``motorcycle_left``: left view of the stereo pair)."""
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise ImportError('interir prepare minicdd needs scikit-image (pip install scikit-image)') from err
+    if name == 'motorcycle_left':
+        return np.ascontiguousarray(skimage.data.stereo_motorcycle()[0])
+    return np.ascontiguousarray(getattr(skimage.data, name)())
+
+
+def photo_tiles(img, short_side, tile_h, tile_w, rows, cols):
+    """Resize ``img`` so its shorter side is ``short_side`` (area filter) and cut a ``rows x cols`` grid of
+    ``tile_h x tile_w`` tiles spread evenly over it."""
+    h, w = img.shape[:2]
+    scale = short_side / min(h, w)
+    img = cv2.resize(img, (max(tile_w, round(w * scale)), max(tile_h, round(h * scale))),
+                     interpolation=cv2.INTER_AREA)
+    h, w = img.shape[:2]
+    tops = np.linspace(0, h - tile_h, rows).round().astype(int)
+    lefts = np.linspace(0, w - tile_w, cols).round().astype(int)
+    return [img[t:t + tile_h, s:s + tile_w] for t in tops for s in lefts]
+
+
+def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_offset=0, desc=None):
+    """Write clean images and their synthesised categories in the CDD-11 layout.
+
+    Args:
+        images (list[tuple[str, ndarray]]): ``(name, float32 BGR image in [0, 1])``; written as ``<name>.png``.
+        out (str): Split folder; gets ``clear/`` and one folder per category.
+        categories (tuple[str]): CDD-11 categories to synthesise. Default: all 11.
+        seed (int): Synthesis seed. Default: 0.
+        index_offset (int): Added to the synthesis index (``category number x len(images) + image number``),
+            so two splits written with one seed draw different degradations. Default: 0.
+        desc (str | None): Progress-bar label. Default: None.
+
+    Returns:
+        dict: ``{category: {name: drawn parameters}}``.
+    """
+    for folder in ('clear', *categories):
+        os.makedirs(osp.join(out, folder), exist_ok=True)
+    drawn = {c: {} for c in categories}
+    with tqdm(total=len(images) * (len(categories) + 1), desc=desc or out, unit='img') as bar:
+        for name, img in images:
+            _write_png(osp.join(out, 'clear', f'{name}.png'), img)
+            bar.update()
+        for ci, category in enumerate(categories):
+            for ii, (name, img) in enumerate(images):
+                # synthesise from the 8-bit clean image that is stored, so the pair is exactly consistent
+                clean = _to_uint8(img).astype(np.float32) / np.float32(255.0)
+                lq, params = synthesize(clean, category, seed, index_offset + ci * len(images) + ii)
+                _write_png(osp.join(out, category, f'{name}.png'), lq)
+                drawn[category][name] = params
+                bar.update()
+    return drawn
+
+
+def make_minicdd(out, seed=0, force=False):
+    """Build MiniCDD: scikit-image photos, tiled and degraded into the CDD-11 layout ``out/{train,test}/...``.
+
+    Deterministic for a seed (byte-identical PNGs for given numpy/OpenCV versions). Writes ``out/train``,
+    ``out/test`` and ``out/manifest.json`` (photos, tiles, seed, drawn parameters); other contents of ``out`` are
+    left alone.
+
+    Args:
+        out (str): Output folder.
+        seed (int): Synthesis seed. Default: 0.
+        force (bool): Replace existing ``train``, ``test`` and manifest. Default: False.
+
+    Returns:
+        dict: The manifest.
+    """
+    targets = [osp.join(out, p) for p in ('train', 'test', 'manifest.json')]
+    existing = [p for p in targets if osp.lexists(p)]
+    if existing and not force:
+        raise OverwriteError(f'{", ".join(existing)} exist(s); pass --force (force=True) to replace')
+    for path in existing:
+        _claim(path, True)
+    manifest = {'name': 'MiniCDD', 'seed': int(seed), 'categories': list(CDD11_CATEGORIES), 'splits': {}}
+    offset = 0
+    for split, photos in (('train', MINICDD_TRAIN_PHOTOS), ('test', MINICDD_TEST_PHOTOS)):
+        images = []
+        for photo in photos:
+            tiles = photo_tiles(load_skimage_photo(photo), *MINICDD_TILES[split])
+            for k, tile in enumerate(tiles):
+                bgr = np.ascontiguousarray(tile[..., ::-1]).astype(np.float32) / np.float32(255.0)
+                images.append((f'{photo}_{k}', bgr))
+        drawn = write_cdd11_split(images, osp.join(out, split), seed=seed, index_offset=offset,
+                                  desc=f'MiniCDD {split}')
+        offset += len(images) * len(CDD11_CATEGORIES)
+        manifest['splits'][split] = {'photos': list(photos), 'tiles': list(MINICDD_TILES[split]),
+                                     'images': [n for n, _ in images], 'params': drawn}
+    with open(osp.join(out, 'manifest.json'), 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    return manifest
+
+
+def synth_folder(input_dir, out, categories=CDD11_CATEGORIES, seed=0, force=False):
+    """A CDD-11-layout composite set from any folder of clean images (``out/clear`` + one folder per category).
+
+    Images are read with the dataset's conversion rule (grey replicated, alpha dropped, 16-bit scaled) and
+    written as 8-bit PNGs named after their stems.
+
+    Args:
+        input_dir (str): Folder of clean images (not recursive).
+        out (str): Output folder.
+        categories (tuple[str]): CDD-11 categories. Default: all 11.
+        seed (int): Synthesis seed. Default: 0.
+        force (bool): Replace an existing ``out``. Default: False.
+
+    Returns:
+        int: Number of clean images.
+    """
+    for c in categories:
+        if c not in CDD11_CATEGORIES:
+            raise ValueError(f'unknown category {c!r}; expected some of {", ".join(CDD11_CATEGORIES)}')
+    if not osp.isdir(input_dir):
+        raise FileNotFoundError(f'input folder not found: {input_dir}')
+    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(IMG_EXTENSIONS))
+    if not names:
+        raise ValueError(f'empty folder: no images found in {input_dir}')
+    stems = [osp.splitext(n)[0] for n in names]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f'{input_dir} holds two images with one name and different extensions')
+    _claim(out, force)
+    images = []
+    for name, stem in zip(names, stems):
+        with open(osp.join(input_dir, name), 'rb') as f:
+            images.append((stem, decode_image(f.read(), osp.join(input_dir, name))))
+    write_cdd11_split(images, out, tuple(categories), seed)
+    return len(images)
+
+
+def image_folders(root):
+    """Folders under ``root`` (itself included) that directly hold images, sorted, relative to ``root``."""
+    if not osp.isdir(root):
+        raise FileNotFoundError(f'data folder not found: {root}')
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+            found.append(osp.relpath(folder, root))
+    if not found:
+        raise ValueError(f'no image folders found under {root}')
+    return found
+
+
+def _images(folder):
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
+
+
+def write_meta(root, out, force=False):
+    """Write BasicSR meta-info lists (``<name> (h,w,c)`` per line) for every image folder under ``root``.
+
+    A CDD-11 split (a folder with ``clear/`` and category folders) gets one list ``<out>/<split>.txt`` shared by
+    its categories, after checking every category holds exactly the names of ``clear/``; any other image folder
+    gets ``<out>/<relative path>.txt``.
+
+    Args:
+        root (str): Data-set root.
+        out (str): Folder of the lists (e.g. ``datasets_meta/<name>``).
+        force (bool): Overwrite existing lists. Default: False.
+
+    Returns:
+        list[str]: The files written.
+    """
+    folders = image_folders(root)
+    splits = sorted({osp.dirname(f) or '.' for f in folders if osp.basename(f) == 'clear'})
+    jobs = []
+    for split in splits:
+        names = _images(osp.join(root, split, 'clear'))
+        for cat in CDD11_CATEGORIES:
+            folder = osp.join(root, split, cat)
+            if not osp.isdir(folder):
+                continue
+            have = set(_images(folder))
+            missing, extra = sorted(set(names) - have), sorted(have - set(names))
+            if missing or extra:
+                raise FileNotFoundError(f'{folder} does not match {osp.join(root, split, "clear")}: missing '
+                                        f'{missing[:5]}, extra {extra[:5]}')
+        jobs.append((osp.join(root, split, 'clear'), osp.join(out, f'{split if split != "." else "meta_info"}.txt')))
+    in_split = {osp.join(s, c) if s != '.' else c for s in splits for c in ('clear', *CDD11_CATEGORIES)}
+    jobs += [(osp.join(root, f), osp.join(out, f'{f if f != "." else "meta_info"}.txt'))
+             for f in folders if f not in in_split]
+    clashes = [dst for _, dst in jobs if osp.exists(dst)]
+    if clashes and not force:
+        raise OverwriteError(f'{", ".join(clashes)} exist(s); pass --force (force=True) to replace')
+    for folder, dst in tqdm(jobs, desc='meta-info', unit='list'):
+        lines = []
+        for name in _images(folder):
+            img = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise OSError(f'cannot decode image {osp.join(folder, name)}')
+            h, w = img.shape[:2]
+            lines.append(f'{name} ({h},{w},{1 if img.ndim == 2 else img.shape[2]})\n')
+        os.makedirs(osp.dirname(dst) or '.', exist_ok=True)
+        with open(dst, 'w', encoding='utf-8') as f:
+            f.writelines(lines)
+    return [dst for _, dst in jobs]
+
+
+def lmdb_key(name):
+    """LMDB key of an image file name: the stem with dots replaced by ``_`` (BasicSR splits keys at dots)."""
+    return osp.splitext(name)[0].replace('.', '_')
+
+
+def make_lmdbs(root, out, force=False):
+    """One LMDB per image folder under ``root`` with BasicSR's ``make_lmdb_from_imgs`` (``<out>/<rel>.lmdb``).
+
+    Keys are the file stems without dots (:func:`lmdb_key`), so a CDD-11 tree gives ``<split>/clear.lmdb`` and
+    ``<split>/<category>.lmdb`` with the same keys, ready for ``io_backend: {type: lmdb}``. Images are stored
+    as lossless PNG (BasicSR re-encodes them unchanged: bit depth and channels are kept).
+
+    Args:
+        root (str): Data-set root.
+        out (str): Output root.
+        force (bool): Replace existing LMDBs. Default: False.
+
+    Returns:
+        list[str]: The LMDB paths.
+    """
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
+    folders = image_folders(root)
+    targets = [osp.join(out, 'root.lmdb' if f == '.' else f'{f}.lmdb') for f in folders]
+    clashes = [t for t in targets if osp.lexists(t)]
+    if clashes and not force:
+        raise OverwriteError(f'{", ".join(clashes)} exist(s); pass --force (force=True) to replace')
+    for folder, target in zip(folders, targets):
+        src_dir = osp.join(root, folder)
+        names = _images(src_dir)
+        keys = [lmdb_key(n) for n in names]
+        if len(set(keys)) != len(keys):
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f'{src_dir}: file names collide as LMDB keys (dots become _): {dup[:5]}')
+        _claim(target, True)
+        os.makedirs(osp.dirname(target) or '.', exist_ok=True)
+        # map size: 20x the files on disk covers PNG re-encoding of JPEG sources; LMDB only reserves it
+        size = 20 * sum(osp.getsize(osp.join(src_dir, n)) for n in names) + (64 << 20)
+        make_lmdb_from_imgs(src_dir, target, names, keys, map_size=size)
+    return targets
