@@ -21,16 +21,28 @@ APPLIED = {}
 ORIGINALS = {}
 
 
+def _basicsr_imports(module):
+    """Whether the installed BasicSR's ``basicsr/data/degradations.py`` imports ``module`` (read, not imported)."""
+    spec = importlib.util.find_spec('basicsr')
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    path = osp.join(list(spec.submodule_search_locations)[0], 'data', 'degradations.py')
+    if not osp.isfile(path):
+        return False
+    with open(path, encoding='utf-8') as f:
+        return f'from {module} import' in f.read()
+
+
 def alias_functional_tensor():
     """torchvision >= 0.17 removed ``torchvision.transforms.functional_tensor``, which BasicSR 1.4.2 imports in
     ``basicsr/data/degradations.py`` (``rgb_to_grayscale``), so ``import basicsr`` fails. Register the private
     successor module under the old name.
 
     Returns:
-        bool: True if the alias was installed, False if the old module exists.
+        bool: True if the alias was installed, False if the old module exists or BasicSR does not import it.
     """
     name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules or importlib.util.find_spec(name) is not None:
+    if name in sys.modules or importlib.util.find_spec(name) is not None or not _basicsr_imports(name):
         return False
     try:
         successor = importlib.import_module('torchvision.transforms._functional_tensor')
