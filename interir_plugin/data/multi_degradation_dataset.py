@@ -1,6 +1,7 @@
 """Labelled paired dataset over several degradations: CDD-11, the 3-/5-task all-in-one mixtures, any list of
 paired folders, and clean images degraded on the fly by :mod:`interir_plugin.data.degradations`."""
 import json
+import os.path as osp
 
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient, img2tensor
@@ -16,6 +17,24 @@ BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_wor
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
                 'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple')
+
+
+#: absolute LMDB path -> BasicSR FileClient, one per process (see :func:`lmdb_client`).
+_LMDB_CLIENTS = {}
+
+
+def lmdb_client(path):
+    """The process's BasicSR ``FileClient`` of one LMDB, opened on first use.
+
+    py-lmdb refuses to open one environment twice in a process (and in processes forked from it), while a
+    CDD-11 LMDB tree shares ``clear.lmdb`` between 11 sources and train/val datasets may share files; so every
+    dataset of the process reads through this one read-only, lock-free handle (which forked data-loader
+    workers inherit and read through, as BasicSR's own LMDB handles are when the parent opened them first).
+    """
+    key = osp.abspath(path)
+    if key not in _LMDB_CLIENTS:
+        _LMDB_CLIENTS[key] = FileClient('lmdb', db_paths=[key], client_keys=['default'])
+    return _LMDB_CLIENTS[key]
 
 
 @DATASET_REGISTRY.register()
@@ -155,7 +174,7 @@ class MultiDegradationPairedDataset(data.Dataset):
         else:
             raise ValueError(f"sampling must be 'balanced' or 'proportional', got {sampling!r}")
         self.table = src.IndexTable([len(s) for s in self.sources], [s.repeat for s in self.sources], groups)
-        self._clients = {}
+        self._disk = None  # BasicSR's disk FileClient, made on first read
 
     def _check_phase_keys(self, opt):
         if self.train:
@@ -173,27 +192,18 @@ class MultiDegradationPairedDataset(data.Dataset):
                 raise ValueError(f'crop_multiple must be a positive int, got {multiple!r}')
 
     # ---------------------------------------------------------------------------------------------------- reading
-    def _client(self, k):
-        """The FileClient of source ``k``, opened lazily in the worker process (LMDB handles do not fork)."""
-        if k not in self._clients:
-            s = self.sources[k]
-            if s.kind == 'lmdb':
-                keys = sorted(s.roots)
-                self._clients[k] = FileClient('lmdb', db_paths=[s.roots[c] for c in keys], client_keys=keys)
-            else:
-                self._clients[k] = FileClient('disk')
-        return self._clients[k]
-
     def _read(self, k, path, client_key, decode=src.decode_image):
         s = self.sources[k]
         if s.kind == 'lmdb':
             db, key = s.roots[client_key], path.rsplit('/', 1)[-1]
-            content = self._client(k).get(key, client_key)
+            content = lmdb_client(db).get(key, 'default')
             if content is None:
                 raise KeyError(f'LMDB key {key!r} absent from {db}')
         else:
+            if self._disk is None:
+                self._disk = FileClient('disk')
             try:
-                content = self._client(k).get(path, client_key)
+                content = self._disk.get(path)
             except OSError as err:
                 raise OSError(f'cannot read image {path}: {err}') from err
         return decode(content, path)

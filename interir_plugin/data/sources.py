@@ -265,14 +265,14 @@ class Source:
             gt_keys = [mapper(k, where) for k in keys]
             missing = [(k, g) for k, g in zip(keys, gt_keys) if g not in gt_list]
             if missing:
-                raise FileNotFoundError(f'{where}: {len(missing)} image(s) of {lq_root} have no counterpart in '
-                                        f'{gt_root}, e.g. {lq_list[missing[0][0]]} (expected key '
-                                        f'{missing[0][1]!r}); all: {[m[0] for m in missing[:5]]}')
+                raise FileNotFoundError(f'{where}: {lq_list[missing[0][0]]} has no counterpart in {gt_root} '
+                                        f'(expected key {missing[0][1]!r}); {len(missing)} such image(s): '
+                                        f'{[m[0] for m in missing[:5]]}')
             if mapper.rule is None and meta is None:
                 extra = sorted(set(gt_list) - set(keys))
                 if extra:
-                    raise FileNotFoundError(f'{where}: {len(extra)} image(s) of {gt_root} are missing from '
-                                            f'{lq_root}, e.g. {gt_list[extra[0]]}; all: {extra[:5]}')
+                    raise FileNotFoundError(f'{where}: {gt_list[extra[0]]} is missing from {lq_root}; '
+                                            f'{len(extra)} image(s) of {gt_root} are missing there: {extra[:5]}')
             self.lq_paths = [lq_list[k] for k in keys]
             self.gt_paths = [gt_list[g] for g in gt_keys]
 
