@@ -1,0 +1,108 @@
+"""`interir prepare`: MiniCDD (deterministic, CDD-11 layout, readable by the dataset), meta lists, LMDBs, synth."""
+import filecmp
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+
+import interir_plugin  # noqa: F401  (shims before basicsr)
+from conftest import REPO, photo_crop
+from interir_plugin.cli import main
+from interir_plugin.data.degradations import CDD11_CATEGORIES
+from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+from interir_plugin.data.preparation import make_minicdd, synth_folder, write_meta
+
+
+def _tree(root):
+    return sorted(osp.relpath(osp.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+@pytest.fixture(scope='module')
+def minicdd(tmp_path_factory):
+    out = tmp_path_factory.mktemp('minicdd') / 'MiniCDD'
+    assert main(['prepare', 'minicdd', '--out', str(out)]) == 0
+    return out
+
+
+def test_minicdd_layout_and_size(minicdd):
+    for split, count, shape in (('train', 20, (192, 192, 3)), ('test', 6, (256, 256, 3))):
+        names = sorted(os.listdir(minicdd / split / 'clear'))
+        assert len(names) == count
+        for folder in ('clear', *CDD11_CATEGORIES):
+            assert sorted(os.listdir(minicdd / split / folder)) == names
+        assert cv2.imread(str(minicdd / split / 'low_haze_rain' / names[0])).shape == shape
+    train_photos = {n.rsplit('_', 1)[0] for n in os.listdir(minicdd / 'train' / 'clear')}
+    test_photos = {n.rsplit('_', 1)[0] for n in os.listdir(minicdd / 'test' / 'clear')}
+    assert not train_photos & test_photos  # split by photo
+    size = sum(osp.getsize(osp.join(d, f)) for d, _, fs in os.walk(minicdd) for f in fs)
+    assert size < 100 * 2**20
+
+
+def test_minicdd_is_deterministic(minicdd, tmp_path):
+    again = tmp_path / 'again'
+    make_minicdd(str(again), seed=0)
+    files = _tree(minicdd)
+    assert files == _tree(again) and len(files) == 12 * 26 + 1
+    match, mismatch, errors = filecmp.cmpfiles(minicdd, again, files, shallow=False)
+    assert not mismatch and not errors
+
+
+def test_minicdd_refuses_to_overwrite(minicdd, capsys):
+    with pytest.raises(SystemExit, match='exist.*--force'):
+        main(['prepare', 'minicdd', '--out', str(minicdd)])
+
+
+def test_minicdd_meta_lists_match_the_repository(minicdd, tmp_path):
+    written = write_meta(str(minicdd), str(tmp_path))
+    assert sorted(osp.basename(p) for p in written) == ['test.txt', 'train.txt']
+    for name in ('train.txt', 'test.txt'):
+        assert (tmp_path / name).read_text() == open(osp.join(REPO, 'datasets_meta', 'minicdd', name)).read()
+
+
+def test_minicdd_through_the_protocol(minicdd):
+    opt = {'protocol': 'minicdd', 'protocol_root': str(minicdd)}
+    train = MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': 64, 'sampling': 'balanced'})
+    test = MultiDegradationPairedDataset({**opt, 'phase': 'val'})
+    assert len(train) == 220 and len(test) == 66
+    assert {test[i]['label_name'] for i in range(0, 66, 6)} == set(CDD11_CATEGORIES)
+    assert train[0]['lq'].shape == (3, 64, 64)
+
+
+def test_lmdb_command_and_keys(tmp_path):
+    src = tmp_path / 'src'
+    os.makedirs(src / 'gt')
+    os.makedirs(src / 'lq')
+    img = photo_crop('chelsea', (40, 40), 50, 150)
+    for folder in ('gt', 'lq'):
+        cv2.imwrite(str(src / folder / 'img.0.5.png'), img)
+    assert main(['prepare', 'lmdb', '--root', str(src), '--out', str(tmp_path / 'db')]) == 0
+    assert (tmp_path / 'db' / 'gt.lmdb' / 'meta_info.txt').read_text().startswith('img_0_5.png (40,40,3)')
+    db = tmp_path / 'db'
+    ds = MultiDegradationPairedDataset({'phase': 'val', 'io_backend': {'type': 'lmdb'}, 'sources': [
+        {'label': 'x', 'dataroot_gt': str(db / 'gt.lmdb'), 'dataroot_lq': str(db / 'lq.lmdb')}]})
+    assert np.allclose(ds[0]['gt'].numpy().transpose(1, 2, 0), img[..., ::-1] / 255.0)
+    with pytest.raises(SystemExit, match='exist'):
+        main(['prepare', 'lmdb', '--root', str(src), '--out', str(tmp_path / 'db')])
+    assert main(['prepare', 'lmdb', '--root', str(src), '--out', str(tmp_path / 'db'), '--force']) == 0
+
+
+def test_synth_command(tmp_path):
+    src = tmp_path / 'clean'
+    os.makedirs(src)
+    cv2.imwrite(str(src / 'a.png'), photo_crop('coffee', (32, 48), 100, 100))
+    cv2.imwrite(str(src / 'b.jpg'), cv2.cvtColor(photo_crop('rocket', (32, 48), 100, 300), cv2.COLOR_RGB2GRAY))
+    out = tmp_path / 'out'
+    assert main(['prepare', 'synth', '--input', str(src), '--out', str(out), '--categories', 'low', 'haze_snow']) == 0
+    assert sorted(os.listdir(out)) == ['clear', 'haze_snow', 'low']
+    assert sorted(os.listdir(out / 'low')) == ['a.png', 'b.png']
+    assert cv2.imread(str(out / 'clear' / 'b.png'), cv2.IMREAD_UNCHANGED).shape == (32, 48, 3)  # grey -> 3 channels
+    # another seed draws other degradations; the clean images stay
+    synth_folder(str(src), str(tmp_path / 'seed1'), ('low', 'haze_snow'), seed=1)
+    assert filecmp.cmp(out / 'clear' / 'a.png', tmp_path / 'seed1' / 'clear' / 'a.png', shallow=False)
+    assert not filecmp.cmp(out / 'low' / 'a.png', tmp_path / 'seed1' / 'low' / 'a.png', shallow=False)
+    with pytest.raises(SystemExit):  # argparse rejects an unknown category
+        main(['prepare', 'synth', '--input', str(src), '--out', str(tmp_path / 'x'), '--categories', 'fog'])
+    with pytest.raises(SystemExit, match='exist'):
+        main(['prepare', 'synth', '--input', str(src), '--out', str(out)])
