@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import interir_plugin  # noqa: F401  (shims before any test module imports basicsr, as a user's script would)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), 'shared')
 
