@@ -1,0 +1,110 @@
+"""Data-pipeline cost on one core: physics synthesis per CDD-11 category against a PNG decode, LMDB vs disk reads.
+
+1. Synthesis: for each CDD-11 category, ``interir_plugin.data.degradations.synthesize`` on a 256 x 256 photo patch
+   (float32 in [0, 1]) beside ``cv2.imdecode`` of the same patch stored as PNG (compression 3, as
+   ``interir prepare`` writes). Each timing is one call, min/median/max over ``--repeats`` runs; decode and
+   synthesis runs alternate, so load on the machine hits both alike. ``ratio`` = synthesis min / decode min, the
+   intrinsic cost (goal: at most 2 for ``low_haze_rain``); ``ratio_median`` is the same with medians, which
+   other processes on a busy machine inflate.
+2. Reads: the same samples (``--images`` 256 x 256 photo tiles x 11 categories, CDD-11 layout) read through
+   ``MultiDegradationPairedDataset`` from disk and from LMDBs made by ``interir prepare lmdb`` (whole images,
+   decode and tensor conversion included), in samples per second of the best and the median full pass.
+
+One core: torch and OpenCV threads are 1. Run: ``.venv/bin/python benchmarks/bench_data.py``.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import emit, set_threads  # noqa: E402
+
+
+def _alternating(fns, repeats):
+    """Time each of ``fns`` (name -> callable) once per round, rounds alternating; min/median/max seconds."""
+    for fn in fns.values():
+        fn()  # warm-up
+    runs = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - t0)
+    return {name: {'min': min(r), 'median': float(np.median(r)), 'max': max(r)} for name, r in runs.items()}
+
+
+def bench_synthesis(patch, repeats):
+    from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
+
+    png = cv2.imencode('.png', np.round(patch * 255).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 3])[1]
+    rows, results = [], {}
+    for category in CDD11_CATEGORIES:
+        counter = iter(range(10**9))  # a new index per call: every run draws new parameters, as in training
+        t = _alternating({'decode': lambda: cv2.imdecode(png, cv2.IMREAD_UNCHANGED),
+                          'synth': lambda c=category, it=counter: synthesize(patch, c, 0, next(it))}, repeats)
+        ratio = t['synth']['min'] / t['decode']['min']
+        ratio_median = t['synth']['median'] / t['decode']['median']
+        results[category] = {**t, 'ratio': ratio, 'ratio_median': ratio_median}
+        rows.append({'category': category, 'synth_ms_min': t['synth']['min'] * 1e3,
+                     'synth_ms_median': t['synth']['median'] * 1e3, 'patches_per_s': 1.0 / t['synth']['min'],
+                     'decode_ms_min': t['decode']['min'] * 1e3, 'ratio': ratio, 'ratio_median': ratio_median})
+    return results, rows, len(png)
+
+
+def bench_reads(photos, passes):
+    from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+    from interir_plugin.data.preparation import make_lmdbs, write_cdd11_split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cdd11_split(photos, os.path.join(tmp, 'disk', 'train'), desc='bench set')
+        make_lmdbs(os.path.join(tmp, 'disk'), os.path.join(tmp, 'lmdb'))
+        sets = {'disk': MultiDegradationPairedDataset({'phase': 'val', 'cdd11': {
+                    'root': os.path.join(tmp, 'disk', 'train')}}),
+                'lmdb': MultiDegradationPairedDataset({'phase': 'val', 'io_backend': {'type': 'lmdb'}, 'cdd11': {
+                    'root': os.path.join(tmp, 'lmdb', 'train')}})}
+        n = len(sets['disk'])
+
+        def full_pass(ds):
+            return lambda: [ds[i] for i in range(n)]
+
+        t = _alternating({name: full_pass(ds) for name, ds in sets.items()}, passes)
+    rows = [{'backend': name, 'samples': n, 'samples_per_s': n / t[name]['min'],
+             'samples_per_s_median': n / t[name]['median']} for name in sets]
+    return t, rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--repeats', type=int, default=50, help='timed runs per synthesis/decode figure')
+    parser.add_argument('--passes', type=int, default=5, help='timed passes over the read benchmark set')
+    parser.add_argument('--images', type=int, default=8, help='clean images of the read benchmark set')
+    args = parser.parse_args()
+    set_threads(1)
+    cv2.setNumThreads(1)
+
+    import interir_plugin  # noqa: F401  (shims before basicsr)
+    from interir_plugin.data.preparation import load_skimage_photo, photo_tiles
+
+    tiles = [t for name in ('astronaut', 'coffee', 'rocket', 'chelsea')
+             for t in photo_tiles(load_skimage_photo(name), 300, 256, 256, 1, 2)]
+    to_float = [np.ascontiguousarray(t[..., ::-1]).astype(np.float32) / np.float32(255.0) for t in tiles]
+    synth, synth_rows, png_bytes = bench_synthesis(to_float[0], args.repeats)
+    reads, read_rows = bench_reads([(f'img{i}', img) for i, img in enumerate(to_float[:args.images])], args.passes)
+    emit('data', {'threads_opencv': cv2.getNumThreads(), 'patch': [256, 256], 'png_bytes': png_bytes,
+                  'synthesis': synth, 'reads': reads},
+         synth_rows, ['category', 'synth_ms_min', 'synth_ms_median', 'patches_per_s', 'decode_ms_min', 'ratio',
+                      'ratio_median'])
+    print()
+    print('| backend | samples | samples_per_s (best pass) | samples_per_s (median pass) |')
+    print('|---|---|---|---|')
+    for r in read_rows:
+        print(f"| {r['backend']} | {r['samples']} | {r['samples_per_s']:.4g} | {r['samples_per_s_median']:.4g} |")
+
+
+if __name__ == '__main__':
+    main()
