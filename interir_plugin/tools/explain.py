@@ -1,0 +1,248 @@
+"""``interir explain``: what the unfolding stages did to one image, as one PNG figure and the numbers as JSON.
+
+For every network that returns a list of stage outputs (InterIR, DGUNet, DGUNet+) the figure shows the input
+and each stage's image (with its PSNR against ``--gt`` if given). For a network whose ``forward`` takes
+``return_aux`` (InterIR), it adds, per stage ``k``:
+
+- the data-fidelity residual ``||P_k x_k Q_k - z||`` (line plot, with the step size ``eta_k`` on a second axis);
+- the active-set map: the channel mean of ``Delta_k``, the generalised derivative of the prior's prox (1: the
+  prox passes the feature through, 0: it clamps it), on the ``H/s x W/s`` feature grid;
+- the expert mix ``alpha`` (which learned knowledge kernels the EConvs of that step recruit; mean over the
+  step's EConvs, stacked bars) and the prior gates ``gamma`` (how strongly each fixed image prior -- identity,
+  x/y gradient, Laplacian, centre difference -- is switched on; mean over EConvs, grouped bars);
+- the left and right degradation factors ``P`` (``h x h``) and ``Q`` (``w x w``) of the first and the last
+  step as heat maps (channel means).
+
+The JSON holds every number shown (maps as channel means, per stage) plus the per-EConv ``alpha``/``gamma``.
+"""
+import inspect
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import torch
+from basicsr.metrics import calculate_psnr
+from basicsr.utils import tensor2img
+
+from interir_plugin.tools.imageio import read_image
+from interir_plugin.tools.loading import build_restorer, input_channels, load_option_file, resolve_device
+from interir_plugin.utils.padding import crop_to, pad_to_multiple
+
+#: Names of InterIR's fixed image priors, in the order of ``gamma`` (from the arch when available).
+try:
+    from interir_plugin.archs.econv import PRIOR_NAMES
+except ImportError:  # the arch module is optional for DGUNet-only installs
+    PRIOR_NAMES = ()
+
+
+def _to_display(t):
+    """``C x H x W`` tensor in [0, 1] -> ``H x W x 3`` float array for imshow (grey repeated)."""
+    a = t.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+
+def _psnr(a, b):
+    """PSNR (dB) of two ``C x H x W`` tensors in [0, 1] after 8-bit rounding (as BasicSR's validation)."""
+    return float(calculate_psnr(tensor2img([a]), tensor2img([b]), crop_border=0))
+
+
+def _round(x, digits=5):
+    """Nested lists of floats rounded to ``digits`` significant digits (compact JSON)."""
+    if isinstance(x, (list, tuple)):
+        return [_round(v, digits) for v in x]
+    if not isinstance(x, float):
+        return x
+    return x if x == 0 or not math.isfinite(x) else float(f'{x:.{digits}g}')
+
+
+def _resize_to_max_side(rgb, max_side):
+    """Area-downscale ``H x W x 3`` so that its longer side is at most ``max_side``; return (image, scale)."""
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
+    if scale == 1.0:
+        return rgb, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def run_network(net, x, multiple):
+    """Forward ``x`` (padded to ``multiple``) with the auxiliary outputs when the net offers them.
+
+    Returns:
+        tuple: ``(stage outputs cropped back (list), aux dict or None)``.
+    """
+    padded, size = pad_to_multiple(x, multiple)
+    with torch.no_grad():
+        if 'return_aux' in inspect.signature(net.forward).parameters:
+            out, aux = net(padded, return_aux=True)
+        else:
+            out, aux = net(padded), None
+    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return crop_to(outputs, size), aux
+
+
+def aux_numbers(aux):
+    """JSON-ready numbers of InterIR's auxiliary outputs for image 0 of the batch (see the module docstring)."""
+    stages = len(aux['residual'])
+    alpha = [aux['alpha'][k][0].float().cpu() for k in range(stages)]  # E_k x M
+    gamma = [aux['gamma'][k][0].float().cpu() for k in range(stages)]  # E_k x 5
+    delta = [aux['delta'][k][0].float().cpu() for k in range(stages)]  # C x h x w
+    return {
+        'residual': [float(aux['residual'][k][0]) for k in range(stages)],
+        'eta': [float(aux['eta'][k]) for k in range(stages)],
+        'alpha_mean': [a.mean(0).tolist() for a in alpha],
+        'gamma_mean': [g.mean(0).tolist() for g in gamma],
+        'alpha_per_econv': [a.tolist() for a in alpha],
+        'gamma_per_econv': [g.tolist() for g in gamma],
+        'prior_names': list(PRIOR_NAMES) if len(PRIOR_NAMES) == gamma[0].shape[-1] else
+        [f'prior_{i}' for i in range(gamma[0].shape[-1])],
+        'active_set_mean': [float(d.mean()) for d in delta],
+        'active_set_fraction': [float((d > 0.5).float().mean()) for d in delta],
+        'active_set_map': [d.mean(0).tolist() for d in delta],
+        'P': [aux['P'][k][0].float().mean(0).cpu().tolist() for k in range(stages)],
+        'Q': [aux['Q'][k][0].float().mean(0).cpu().tolist() for k in range(stages)],
+    }
+
+
+def draw_figure(path, title, images, numbers=None):
+    """Draw the explain figure (layout in the module docstring) and save it as PNG.
+
+    Args:
+        path (str): PNG file.
+        title (str): Figure title.
+        images (list[tuple[ndarray, str]]): ``(H x W x 3 image, panel title)`` for the input, then every stage.
+        numbers (dict | None): :func:`aux_numbers`, or None for stage images only. Default: None.
+    """
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    ncols = len(images)
+    heights = [1.0] if numbers is None else [1.0, 1.0, 1.3, 1.3]  # images, active sets, curves/bars, P and Q
+    fig = plt.figure(figsize=(max(2.3 * ncols, 12), 2.6 * sum(heights)))
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    top = grid[0].subgridspec(1, ncols)
+    for i, (img, name) in enumerate(images):
+        ax = fig.add_subplot(top[0, i])
+        ax.imshow(img)
+        ax.set_title(name, fontsize=9)
+        ax.axis('off')
+    if numbers is not None:
+        stages = len(numbers['residual'])
+        ticks = list(range(1, stages + 1))
+        tick_names = [str(k) for k in range(1, stages)] + ['final']
+        step_names = [f'stage {k}' for k in range(1, stages)] + ['final step']
+        row = grid[1].subgridspec(1, ncols)
+        ax = fig.add_subplot(row[0, 0])
+        ax.text(0.5, 0.5, 'active set\n(mean of Delta over\nchannels; 1 = prox\npasses, 0 = clamps)',
+                ha='center', va='center', fontsize=9, transform=ax.transAxes)
+        ax.axis('off')
+        axes = []
+        for k in range(stages):
+            ax = fig.add_subplot(row[0, k + 1])
+            im = ax.imshow(np.asarray(numbers['active_set_map'][k]), cmap='viridis', vmin=0, vmax=1)
+            ax.set_title(f'{step_names[k]}: mean {numbers["active_set_mean"][k]:.2f}', fontsize=8)
+            ax.axis('off')
+            axes.append(ax)
+        fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01)
+        row = grid[2].subgridspec(1, 3, wspace=0.45)
+        ax = fig.add_subplot(row[0, 0])
+        lines = ax.plot(ticks, numbers['residual'], 'o-', color='C0', label='||P x Q - z||')
+        ax.set_xticks(ticks, tick_names)
+        ax.set_xlabel('stage')
+        ax.set_title('data-fidelity residual and step size')
+        ax.grid(alpha=0.3)
+        ax2 = ax.twinx()
+        lines += ax2.plot(ticks, numbers['eta'], 's--', color='C3', ms=4, label='eta (right axis)')
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7)
+        ax = fig.add_subplot(row[0, 1])
+        alpha = np.asarray(numbers['alpha_mean'])  # stages x M
+        bottom = np.zeros(stages)
+        for m in range(alpha.shape[1]):
+            ax.bar(ticks, alpha[:, m], bottom=bottom, label=f'expert {m + 1}')
+            bottom += alpha[:, m]
+        ax.set_xticks(ticks, tick_names)
+        ax.set_ylim(0, 1.25)  # room for the legend above the bars
+        ax.set_xlabel('stage')
+        ax.set_title('expert mix alpha (mean over EConvs)')
+        ax.legend(fontsize=7, ncol=4, loc='upper center')
+        ax = fig.add_subplot(row[0, 2])
+        gamma = np.asarray(numbers['gamma_mean'])  # stages x P
+        width = 0.8 / gamma.shape[1]
+        for p, name in enumerate(numbers['prior_names']):
+            ax.bar([t + (p - (gamma.shape[1] - 1) / 2) * width for t in ticks], gamma[:, p], width, label=name)
+        ax.set_xticks(ticks, tick_names)
+        ax.set_ylim(0, 1.3)
+        ax.set_xlabel('stage')
+        ax.set_title('prior gates gamma (mean over EConvs)')
+        ax.legend(fontsize=7, ncol=3, loc='upper center')
+        row = grid[3].subgridspec(1, 4, wspace=0.35)
+        for i, (key, k) in enumerate((('P', 0), ('P', stages - 1), ('Q', 0), ('Q', stages - 1))):
+            ax = fig.add_subplot(row[0, i])
+            mat = np.asarray(numbers[key][k])
+            lim = float(np.abs(mat).max()) or 1.0
+            im = ax.imshow(mat, cmap='RdBu_r', vmin=-lim, vmax=lim)
+            ax.set_title(f'{key} after {step_names[k]} ({mat.shape[0]}x{mat.shape[1]})', fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100, bbox_inches='tight')
+    plt.close(fig)
+
+
+def explain(option_path, input_path, out_dir, gt_path=None, device='auto', max_side=512):
+    """Run an option file's network on one image and write ``explain.png``, ``explain.json`` and the stage images.
+
+    Args:
+        option_path (str): Option file; weights from ``path.pretrain_network_g`` (random, with a warning, if unset).
+        input_path (str): Degraded image.
+        out_dir (str): Output folder (created).
+        gt_path (str, optional): Clean image of the same size, for per-stage PSNR. Default: None.
+        device (str): ``'auto'``, ``'cpu'`` or ``'cuda[:i]'``. Default: 'auto'.
+        max_side (int | None): Images whose longer side exceeds this are area-downscaled first (InterIR's cost
+            grows with ``h^2 w``); None keeps the size. Default: 512.
+
+    Returns:
+        dict: ``png``, ``json`` paths and ``numbers`` (the JSON contents).
+    """
+    opt = load_option_file(option_path)
+    model = build_restorer(opt, resolve_device(device), option_path)
+    net = model.get_bare_model(model.net_g).eval()
+    channels = input_channels(opt['network_g'])
+    image = read_image(input_path)
+    rgb, scale = _resize_to_max_side(image.rgb, max_side)
+    image.rgb = rgb
+    x = torch.from_numpy(image.network_input(channels))[None].to(model.device)
+    outputs, aux = run_network(net, x, model.size_multiple)
+    numbers = {'option_file': option_path, 'network': opt['network_g']['type'], 'input': input_path,
+               'weights': (opt.get('path') or {}).get('pretrain_network_g'), 'input_size': list(x.shape[-2:]),
+               'resize_scale': scale, 'stages': len(outputs)}
+    titles = ['input'] + [f'stage {k + 1}' for k in range(len(outputs) - 1)] + ['final']
+    if gt_path is not None:
+        gt_img = read_image(gt_path)
+        gt_rgb = _resize_to_max_side(gt_img.rgb, max_side)[0]
+        if gt_rgb.shape[:2] != rgb.shape[:2]:
+            raise ValueError(f'--gt {gt_path} is {gt_img.size[0]}x{gt_img.size[1]} but --input {input_path} is '
+                             f'{image.size[0]}x{image.size[1]}; they must be the same size')
+        gt = torch.from_numpy(np.ascontiguousarray(gt_rgb.transpose(2, 0, 1)))
+        lq = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        numbers['gt'] = gt_path
+        numbers['input_psnr'] = _psnr(lq, gt)
+        numbers['stage_psnr'] = [_psnr(o[0, :3].cpu() if o.shape[1] >= 3 else o[0].cpu().repeat(3, 1, 1), gt)
+                                 for o in outputs]
+        titles = [f'{t}\n{p:.2f} dB' for t, p in zip(titles, [numbers['input_psnr'], *numbers['stage_psnr']])]
+    if aux is not None:
+        numbers.update(aux_numbers(aux))
+    os.makedirs(out_dir, exist_ok=True)
+    for k, o in enumerate(outputs):
+        img = (_to_display(o[0]) * 255).round().astype(np.uint8)
+        cv2.imwrite(os.path.join(out_dir, f'stage_{k + 1:02d}.png'), img[:, :, ::-1])
+    paths = {'png': os.path.join(out_dir, 'explain.png'), 'json': os.path.join(out_dir, 'explain.json')}
+    panels = list(zip([_to_display(x[0])] + [_to_display(o[0]) for o in outputs], titles))
+    draw_figure(paths['png'], f'{opt["network_g"]["type"]} on {os.path.basename(input_path)}', panels,
+                numbers if aux is not None else None)
+    with open(paths['json'], 'w', encoding='utf-8') as f:
+        json.dump({k: _round(v) for k, v in numbers.items()}, f)
+    return {**paths, 'numbers': numbers}
