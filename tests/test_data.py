@@ -120,9 +120,8 @@ def test_physics_of_single_degradations():
     img = photo_crop('astronaut', (64, 64), 0, 200).astype(np.float32) / 255
     dark, p = deg.low_light(img, 0, noise_sigma=0.0)
     assert dark.mean() < img.mean() * 0.8 and np.all(dark <= img + 1e-6) and 2 <= p['gamma'] <= 3
-    hazy, p = deg.haze(img, 0, beta=1.5, airlight=0.9, depth=np.ones((64, 64), np.float32))
-    # depth normalises to 0 everywhere for a constant map: t = 1, the image is unchanged
-    assert np.allclose(hazy, img, atol=1e-6)
+    hazy, p = deg.haze(img, 0, beta=1.5, airlight=0.9, depth=np.zeros((64, 64), np.float32))
+    assert np.allclose(hazy, img, atol=1e-6) and p == {'beta': 1.5, 'airlight': 0.9}  # depth 0: t = 1
     depth = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[:, None], (1, 64))
     hazy, _ = deg.haze(img, 0, beta=2.0, airlight=0.9, depth=depth)
     expect = img[-1] * np.exp(-2.0) + 0.9 * (1 - np.exp(-2.0))
@@ -283,6 +282,11 @@ def test_truncated_image_names_the_file(pair_dirs):
     ds = _ds(**_pair_opt(pair_dirs))
     with pytest.raises(OSError, match='coffee_1.png.*(unreadable|truncated)'):
         ds[1]
+    jpg = pair_dirs / 'x.jpg'
+    cv2.imwrite(str(jpg), photo_crop('coffee', (64, 64), 100, 100))
+    assert decode_image(jpg.read_bytes(), 'x.jpg').shape == (64, 64, 3)
+    with pytest.raises(OSError, match='x.jpg: truncated JPEG'):
+        decode_image(jpg.read_bytes()[:-300], 'x.jpg')
     path.write_bytes(b'not an image at all')
     with pytest.raises(OSError, match='cannot decode image .*coffee_1.png'):
         ds[1]
@@ -353,3 +357,29 @@ def test_unknown_label_and_keys(cdd):
         _ds(phase='train', cdd11={'root': root})
     with pytest.raises(ValueError, match="sampling must be 'balanced' or 'proportional'"):
         _ds(phase='train', gt_size=16, cdd11={'root': root}, sampling='uniform')
+
+
+def test_haze_from_supplied_depth_maps(tmp_path):
+    for folder in ('clear', 'depth'):
+        os.makedirs(tmp_path / folder)
+    img = photo_crop('astronaut', (40, 40), 100, 100) // 2  # <= 0.5, far from the airlight: t is measurable
+    cv2.imwrite(str(tmp_path / 'clear' / 'p.png'), img)
+    ramp = np.tile(np.linspace(0, 65535, 40)[:, None], (1, 40)).astype(np.uint16)  # 16-bit depth, far at bottom
+    cv2.imwrite(str(tmp_path / 'depth' / 'p.png'), ramp)
+    source = {'label': 'dehaze', 'dataroot_gt': str(tmp_path / 'clear'), 'dataroot_depth': str(tmp_path / 'depth'),
+              'synthesis': {'haze': {'beta': 2.0, 'airlight': 0.8}}}
+    s = _ds(sources=[source])[0]
+    t = np.exp(-2.0 * np.linspace(0, 1, 40, dtype=np.float32))[None, :, None]
+    expect = s['gt'].numpy() * t + 0.8 * (1 - t)
+    assert np.allclose(s['lq'].numpy(), expect, atol=1e-5)
+    crop = _ds(phase='train', gt_size=20, use_hflip=False, use_rot=False, sources=[source])[0]
+    assert crop['lq'].shape == (3, 20, 20) and json.loads(crop['degradation_params'])['haze.beta'] == 2.0
+    # the crop keeps the depth of its rows in the whole image (no renormalisation per crop)
+    gt, lq = crop['gt'].numpy(), crop['lq'].numpy()
+    t_rows = ((lq - 0.8) / (gt - 0.8)).mean(axis=(0, 2))
+    fits = [np.allclose(t_rows, np.exp(-2.0 * (top + np.arange(20)) / 39), atol=2e-3) for top in range(21)]
+    assert any(fits)
+    os.remove(tmp_path / 'depth' / 'p.png')
+    cv2.imwrite(str(tmp_path / 'depth' / 'q.png'), ramp)
+    with pytest.raises(FileNotFoundError, match='no depth map'):
+        _ds(sources=[source])

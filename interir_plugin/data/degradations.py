@@ -262,8 +262,8 @@ def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
         beta (float | tuple): Scattering coefficient on normalised depth (RESIDE OTS: 0.04-0.2 on metric
             depth). Default: (1.0, 2.0).
         airlight (float | tuple): Global atmospheric light ``A`` (grey). Default: (0.6, 1.0).
-        depth (ndarray | None): ``H x W`` (or ``H x W x 1``) depth, normalised to [0, 1] here; None draws a
-            :func:`synthetic_depth`. Default: None.
+        depth (ndarray | None): ``H x W`` (or ``H x W x 1``) depth normalised to [0, 1] (1 = far; values
+            outside are clipped); None draws a :func:`synthetic_depth`. Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'beta', 'airlight'} plus the synthetic depth's parameters).
@@ -278,7 +278,7 @@ def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
         d = np.asarray(depth, np.float32).reshape(np.shape(depth)[:2])
         if d.shape != (h, w):
             raise ValueError(f'haze: depth map {d.shape} does not match the image {(h, w)}')
-        d = (d - d.min()) / max(float(d.max() - d.min()), 1e-6)
+        d = np.clip(d, 0.0, 1.0)  # already normalised over the whole image: a crop keeps its depth range
     t = _expand(cv2.exp(d * np.float32(-p['beta'])), img)
     a = np.float32(p['airlight'])
     out = cv2.multiply(img - a, t)

@@ -325,6 +325,9 @@ def decode_image(content, path):
     """
     if content is None:
         raise KeyError(f'image not found: {path}')
+    if content[:2] == b'\xff\xd8' and b'\xff\xd9' not in content[-64:]:
+        # OpenCV decodes a truncated JPEG without error (grey bottom rows); its end-of-image marker is missing
+        raise OSError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
     img = imfrombytes(content, flag='unchanged') if len(content) else None
     if img is None:
         raise OSError(f'cannot decode image {path}: the file is unreadable, truncated or not an image')
@@ -349,7 +352,9 @@ def decode_image(content, path):
 
 
 def decode_depth(content, path):
-    """Bytes of a depth map (grey, any bit depth) -> float32 ``H x W x 1``, normalised to [0, 1]."""
+    """Bytes of a depth map (grey, any bit depth; larger = farther) -> float32 ``H x W x 1`` min-max normalised
+    to [0, 1] over the whole image (before any crop), the scale :func:`~interir_plugin.data.degradations.haze`
+    expects."""
     img = decode_image(content, path)[..., :1]
     low, high = float(img.min()), float(img.max())
     return (img - low) / max(high - low, 1e-6)
