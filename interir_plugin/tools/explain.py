@@ -187,7 +187,7 @@ def draw_figure(path, title, images, numbers=None):
             im = ax.imshow(mat, cmap='RdBu_r', vmin=-lim, vmax=lim)
             ax.set_title(f'{key} after {step_names[k]} ({mat.shape[0]}x{mat.shape[1]})', fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.0, va='bottom')  # above the panels; bbox_inches='tight' keeps it
     fig.savefig(path, dpi=100, bbox_inches='tight')
     plt.close(fig)
 
