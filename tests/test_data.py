@@ -225,6 +225,8 @@ def test_three_task_protocol_on_a_tiny_tree(tmp_path):
 def test_crop_multiple(cdd):
     ds = _ds(cdd11={'root': str(cdd / 'disk' / 'train'), 'categories': ['rain']}, crop_multiple=20)
     assert ds[0]['lq'].shape == ds[0]['gt'].shape == (3, 40, 60)
+    with pytest.raises(ValueError, match=r'astronaut_0.png \(48 x 64\) is smaller than crop_multiple 50'):
+        _ds(cdd11={'root': str(cdd / 'disk' / 'train'), 'categories': ['rain']}, crop_multiple=50)[0]
 
 
 # ------------------------------------------------------------------------------------------------- conversion

@@ -131,7 +131,9 @@ class MultiDegradationPairedDataset(data.Dataset):
         if opt.get('scale', 1) != 1:
             raise ValueError(f'MultiDegradationPairedDataset pairs images of one size: scale must be 1, '
                              f'got {opt["scale"]}')
-        self.seed = int(opt.get('seed', 0))
+        self.seed = opt.get('seed') or 0
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f'seed must be a non-negative int, got {self.seed!r}')
         io_backend = opt.get('io_backend') or {'type': 'disk'}
         src.check_backend(io_backend, 'dataset')
         self._check_phase_keys(opt)
@@ -195,7 +197,8 @@ class MultiDegradationPairedDataset(data.Dataset):
     def _read(self, k, path, client_key, decode=src.decode_image):
         s = self.sources[k]
         if s.kind == 'lmdb':
-            db, key = s.roots[client_key], path.rsplit('/', 1)[-1]
+            db = s.roots[client_key]
+            key = path[len(db) + 1:]  # paths of LMDB items are '<db>/<key>'; keys may hold '/'
             content = lmdb_client(db).get(key, 'default')
             if content is None:
                 raise KeyError(f'LMDB key {key!r} absent from {db}')
@@ -240,7 +243,11 @@ class MultiDegradationPairedDataset(data.Dataset):
             pair = augment(pair, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
             pair = pair if isinstance(pair, list) else [pair]
         elif self.opt.get('crop_multiple'):
-            pair = [mod_crop(p, self.opt['crop_multiple']) for p in pair]
+            multiple = self.opt['crop_multiple']
+            if min(img_gt.shape[:2]) < multiple:
+                raise ValueError(f'{gt_path} ({img_gt.shape[0]} x {img_gt.shape[1]}) is smaller than crop_multiple '
+                                 f'{multiple}')
+            pair = [mod_crop(p, multiple) for p in pair]
 
         params = {}
         if s.synthesis is not None:
