@@ -27,7 +27,10 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.9',
-    packages=find_packages(include=['interir_plugin', 'interir_plugin.*']),
+    # datasets_meta/ (protocol files) ships inside the package so protocol names resolve from a wheel too.
+    packages=[*find_packages(include=['interir_plugin', 'interir_plugin.*']), 'interir_plugin.datasets_meta'],
+    package_dir={'interir_plugin.datasets_meta': 'datasets_meta'},
+    package_data={'interir_plugin.datasets_meta': ['*.yml', '*/*.txt']},
     install_requires=[
         'torch>=2.1',
         'torchvision>=0.16',
@@ -38,12 +41,13 @@ setup(
         'pyyaml',
         'tqdm',
         'matplotlib',
+        'scikit-image',  # the photos MiniCDD (`interir prepare minicdd`, `interir demo`) is made from
     ],
     extras_require={
         # BasicSR for a fresh environment. Its sdist imports torch while building: install torch first and use
         # `pip install --no-build-isolation basicsr`, as the Makefile does.
         'basicsr': ['basicsr>=1.4.2'],
-        'dev': ['pytest>=7', 'ruff>=0.4', 'scikit-image>=0.21', 'scipy'],
+        'dev': ['pytest>=7', 'ruff>=0.4', 'scipy'],
     },
     entry_points={'console_scripts': ['interir=interir_plugin.cli:main']},
     classifiers=[

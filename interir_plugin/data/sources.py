@@ -24,8 +24,11 @@ SOURCE_KEYS = ('label', 'dataroot_gt', 'dataroot_lq', 'synthesis', 'io_backend',
 CDD11_KEYS = ('root', 'categories', 'meta_info_file', 'io_backend')
 #: top-level keys of a protocol file.
 PROTOCOL_KEYS = ('name', 'description', 'labels', 'default_root', 'splits')
-#: the folder of the protocol files shipped with the repository.
+#: the folder of the protocol files: ``datasets_meta/`` of the repository (source checkouts, editable installs), else
+#: the copy that setup.py ships inside the package as ``interir_plugin/datasets_meta`` (wheels).
 META_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'datasets_meta')
+if not osp.isdir(META_DIR):
+    META_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'datasets_meta')
 
 
 def check_keys(mapping, allowed, where):
