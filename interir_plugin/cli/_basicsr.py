@@ -2,6 +2,8 @@
 import os
 import sys
 
+from interir_plugin.cli._options import check_option_file
+
 
 def basicsr_argv(args):
     """Rebuild the argument list BasicSR's ``parse_options`` expects from our parsed arguments."""
@@ -24,10 +26,12 @@ def add_common_arguments(parser):
 
 def run_pipeline(pipeline_name, args):
     """Run ``basicsr.<pipeline_name>`` with the experiment root in the current working directory."""
-    import interir_plugin  # noqa: F401  (shims and registration before BasicSR builds anything)
-
     if not os.path.isfile(args.opt):
         raise SystemExit(f'interir: option file not found: {args.opt}')
+    try:
+        check_option_file(args.opt, is_train=pipeline_name == 'train')
+    except ValueError as err:
+        raise SystemExit(f'interir {pipeline_name}: {err}') from None
     if pipeline_name == 'train':
         from basicsr.train import train_pipeline as pipeline
     else:

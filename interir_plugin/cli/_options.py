@@ -1,0 +1,112 @@
+"""Checks an option file before BasicSR reads it, so a typo fails at once with the file and key named, before any
+experiment folder is created or renamed (importing this module means ``interir_plugin`` is imported, so the registries
+are filled). The deeper checks stay where the knowledge is: datasets check their own
+keys and files, the model class its ``train``/``val`` keys, archs their argument values."""
+import difflib
+import inspect
+
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+#: top-level keys BasicSR's pipelines and models read (``dist``, ``rank`` ... are set by BasicSR itself).
+TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d',
+                  'path', 'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'use_static_graph',
+                  'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path')
+#: (section, key) pairs that must be positive ints when present, and those that must be non-negative ints.
+POSITIVE_INTS = (('train', 'total_iter'), ('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'),
+                 ('val', 'val_freq'))
+DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio')
+DATASET_NON_NEGATIVE_INTS = ('num_worker_per_gpu',)
+
+
+def _hint(key, known):
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def load_option_file(path):
+    """Parse an option YAML; syntax errors name the file, line and column."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f' line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        raise ValueError(f'{path}:{where}: not valid YAML: {getattr(err, "problem", err)}') from err
+    if not isinstance(opt, dict):
+        raise ValueError(f'{path}: an option file must be a mapping of keys, got {type(opt).__name__}')
+    return opt
+
+
+def _check_registered(path, what, name, registry):
+    if name not in registry:
+        raise ValueError(f'{path}: {what} {name!r} is not registered{_hint(name, registry.keys())}')
+    return registry.get(name)
+
+
+def _check_kwargs(path, section, cls, kwargs):
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n in params if n != 'self']
+    for key in kwargs:
+        if key not in known:
+            raise ValueError(f'{path}: unknown option {section}.{key} for {cls.__name__}{_hint(key, known)}; '
+                             f'it accepts {", ".join(known)}')
+
+
+def check_option_file(path, is_train):
+    """Validate the parts of an option file that BasicSR itself never checks; raise ``ValueError`` naming the file
+    and the key at fault.
+
+    Args:
+        path (str): Option YAML.
+        is_train (bool): ``interir train`` (True) or ``interir test`` (False).
+
+    Returns:
+        dict: The parsed options.
+    """
+    opt = load_option_file(path)
+    for key in opt:
+        if key not in TOP_LEVEL_KEYS:
+            raise ValueError(f'{path}: unknown top-level option {key!r}{_hint(key, TOP_LEVEL_KEYS)}')
+    for key in ('name', 'model_type', 'network_g', 'datasets') + (('train',) if is_train else ()):
+        if key not in opt:
+            raise ValueError(f'{path}: required option {key!r} is missing')
+    _check_registered(path, 'model_type', opt['model_type'], MODEL_REGISTRY)
+    for section in ('network_g', 'network_d'):
+        net = opt.get(section)
+        if net is None:
+            continue
+        if not isinstance(net, dict) or 'type' not in net:
+            raise ValueError(f'{path}: {section} must be a mapping with a "type" key, got {net!r}')
+        cls = _check_registered(path, f'{section}.type', net['type'], ARCH_REGISTRY)
+        _check_kwargs(path, section, cls, {k: v for k, v in net.items() if k != 'type'})
+    num_gpu = opt.get('num_gpu', 'auto')
+    if num_gpu != 'auto' and not (_is_int(num_gpu) and num_gpu >= 0):
+        raise ValueError(f'{path}: num_gpu must be "auto" or a non-negative int, got {num_gpu!r}')
+    for section, key in POSITIVE_INTS:
+        value = (opt.get(section) or {}).get(key)
+        if value is not None and not (_is_int(value) and value > 0):
+            raise ValueError(f'{path}: {section}.{key} must be a positive int, got {value!r}')
+    if not isinstance(opt['datasets'], dict) or not opt['datasets']:
+        raise ValueError(f'{path}: datasets must be a non-empty mapping of phases (train, val_1, test_1, ...)')
+    for phase, dataset in opt['datasets'].items():
+        if phase.split('_')[0] not in ('train', 'val', 'test'):
+            raise ValueError(f'{path}: datasets.{phase}: a phase name starts with train, val or test')
+        if not isinstance(dataset, dict) or 'type' not in dataset:
+            raise ValueError(f'{path}: datasets.{phase} must be a mapping with a "type" key')
+        _check_registered(path, f'datasets.{phase}.type', dataset['type'], DATASET_REGISTRY)
+        for key in DATASET_POSITIVE_INTS + DATASET_NON_NEGATIVE_INTS:
+            value = dataset.get(key)
+            low = 1 if key in DATASET_POSITIVE_INTS else 0
+            if value is not None and not (_is_int(value) and value >= low):
+                kind = 'a positive' if low else 'a non-negative'
+                raise ValueError(f'{path}: datasets.{phase}.{key} must be {kind} int, got {value!r}')
+    if is_train and 'train' not in opt['datasets']:
+        raise ValueError(f'{path}: datasets.train is required for training')
+    return opt
