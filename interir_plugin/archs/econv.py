@@ -94,7 +94,8 @@ class EConv(nn.Module):
             self.routing = (alpha, gamma)
         if self.fused:  # one grouped convolution, one kernel per image
             k = self.kernels(alpha, gamma).flatten(0, 1)
-            y = F.conv2d(x.reshape(1, b * self.in_ch, h, w), k, self.bias.repeat(b), padding=1, groups=b)
+            bias = self.bias.repeat(b) if b > 1 else self.bias
+            y = F.conv2d(x.reshape(1, b * self.in_ch, h, w), k, bias, padding=1, groups=b)
             return y.view(b, self.out_ch, h, w)
         # branch by branch: static kernel, expert responses mixed by alpha, prior responses gated by gamma
         y = F.conv2d(x, self.weight, self.bias, padding=1)

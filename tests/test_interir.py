@@ -1,0 +1,232 @@
+"""InterIR and EConv: shapes and ordering, gradients, fused = unfused, interpretable outputs, numerics, budget,
+the presets of docs/interir.md."""
+import os
+import re
+
+import pytest
+import torch
+import yaml
+
+import interir_plugin  # noqa: F401  (registers the archs)
+from conftest import photo_crop
+from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, set_fused
+from interir_plugin.archs.interir_arch import InterIR
+from interir_plugin.utils.padding import crop_to, pad_to_multiple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: a tiny net: every part of the algorithm, two stages plus the final image step, at 1/4 resolution
+TINY = dict(num_feat=8, unshuffle=4, num_stages=2, num_experts=2, expand=1)
+AUX_KEYS = ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual')
+
+
+def _photo_batch(b, h, w):
+    """``b`` real photo crops as a float batch in [0, 1] (RGB)."""
+    names = ('astronaut', 'chelsea', 'coffee', 'rocket')
+    crops = [photo_crop(names[i % len(names)], (h, w), 20 * i, 30 * i) for i in range(b)]
+    return torch.stack([torch.from_numpy(c).permute(2, 0, 1).float() / 255 for c in crops])
+
+
+def test_odd_size_batch3_shapes_and_order():
+    net = InterIR(**TINY)
+    x = _photo_batch(3, 37, 53)
+    padded, size = pad_to_multiple(x, net.size_multiple)
+    assert padded.shape[-2:] == (40, 56)
+    feats = []  # the features each step hands to the tail, in execution order
+    hooks = [m.register_forward_hook(lambda m, i, o: feats.append(o[0])) for m in (*net.stages, net.final)]
+    with torch.no_grad():
+        outs = net(padded)
+    for h in hooks:
+        h.remove()
+    assert len(outs) == len(feats) == TINY['num_stages'] + 1
+    for t, (out, feat) in enumerate(zip(outs, feats)):  # outputs[t] = D + T(x_t), first -> final
+        assert out.shape == (3, 3, 40, 56)
+        torch.testing.assert_close(out, padded + net.tail(feat), rtol=0, atol=1e-6, msg=f'output {t} out of order')
+    assert all(o.shape == (3, 3, 37, 53) for o in crop_to(outs, size))
+    assert (outs[0] - outs[-1]).abs().max() > 1e-6  # the stages do differ, so the order check above has teeth
+
+
+def test_size_not_multiple_raises():
+    net = InterIR(**TINY)
+    with pytest.raises(ValueError, match=r'37, 53.*size_multiple=4'):
+        net(torch.rand(1, 3, 37, 53))
+
+
+@pytest.mark.parametrize('kwargs', [dict(num_feat=0), dict(unshuffle=0), dict(num_stages=-1), dict(expand=1.5),
+                                    dict(num_blocks=0), dict(num_experts=0), dict(temperature=0.0),
+                                    dict(freq_bound=-1.0)])
+def test_bad_kwargs_raise(kwargs):
+    key = next(iter(kwargs))
+    with pytest.raises(ValueError, match=key):
+        InterIR(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize('in_ch, out_ch', [(3, 3), (1, 1), (4, 3)])
+def test_every_parameter_gets_a_gradient(in_ch, out_ch):
+    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=2, **TINY)
+    outs = net(torch.rand(2, in_ch, 16, 24))
+    assert all(o.shape == (2, out_ch, 16, 24) for o in outs)
+    sum(o.square().mean() for o in outs).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f'{name} got no gradient'
+        assert torch.isfinite(p.grad).all(), f'{name} has a non-finite gradient'
+        assert p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
+
+
+def test_econv_fused_equals_unfused():
+    conv = EConv(5, 7, num_experts=3, temperature=0.7)
+    x = torch.randn(3, 5, 11, 13)
+    assert conv.fused  # the default path
+    fused = conv(x)
+    conv.fused = False
+    unfused = conv(x)
+    assert fused.shape == (3, 7, 11, 13)
+    torch.testing.assert_close(fused, unfused, rtol=0, atol=1e-5)
+    # per-image kernels: the images of one batch do not share a kernel
+    alpha, gamma = conv.route(x)
+    k = conv.kernels(alpha, gamma)
+    assert k.shape == (3, 7, 5, 3, 3) and (k[0] - k[1]).abs().max() > 1e-4
+    # the prior bank is the documented operators: identity tap at the centre, Laplacian sums to zero
+    assert len(PRIOR_NAMES) == conv.priors.shape[0] == gamma.shape[1]
+    assert conv.priors[0, 1, 1] == 1 and conv.priors[3].sum() == 0
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_interir_fused_equals_unfused(mode):
+    net = InterIR(**TINY).train(mode == 'train')
+    x = _photo_batch(2, 32, 48)
+    with torch.no_grad():
+        fused = net(x)
+        unfused = set_fused(net, False)(x)
+    for a, b in zip(fused, unfused):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_return_aux_keys_shapes_and_ranges():
+    b, c, h, w = 3, TINY['num_feat'], 32, 48
+    net = InterIR(**TINY).eval()
+    with torch.no_grad():
+        outs, aux = net(_photo_batch(b, h, w), return_aux=True)
+        plain = net(_photo_batch(b, h, w))
+    assert set(aux) == set(AUX_KEYS)
+    steps = TINY['num_stages'] + 1
+    assert all(len(aux[k]) == steps == len(outs) for k in AUX_KEYS)
+    for a, p in zip(outs, plain):  # asking for aux does not change the images
+        torch.testing.assert_close(a, p, rtol=0, atol=0)
+    s, m = TINY['unshuffle'], TINY['num_experts']
+    for t in range(steps):
+        n_econv = 2 * (8 if t < steps - 1 else 5)  # two per EB; a stage has 8 EBs, the final image step 5
+        alpha, gamma = aux['alpha'][t], aux['gamma'][t]
+        assert alpha.shape == (b, n_econv, m) and gamma.shape == (b, n_econv, len(PRIOR_NAMES))
+        torch.testing.assert_close(alpha.sum(-1), torch.ones(b, n_econv), rtol=0, atol=1e-5)
+        assert (gamma > 0).all() and (gamma < 1).all()
+        assert aux['eta'][t].shape == () and aux['eta'][t] > 0
+        delta = aux['delta'][t]
+        assert delta.shape == (b, c, h // s, w // s) and delta.min() >= 0 and delta.max() <= 1
+        assert aux['P'][t].shape == (b, c, h // s, h // s) and aux['Q'][t].shape == (b, c, w // s, w // s)
+        # the factors are normalised: spectral norm at most 1 (Schur bound)
+        assert torch.linalg.matrix_norm(aux['P'][t], ord=2).max() <= 1 + 1e-4
+        assert torch.linalg.matrix_norm(aux['Q'][t], ord=2).max() <= 1 + 1e-4
+        assert aux['residual'][t].shape == (b,) and (aux['residual'][t] >= 0).all()
+    # routing is not kept once the call returns
+    assert all(e.routing is None and not e.keep_routing for e in net.modules() if isinstance(e, EConv))
+
+
+def test_residual_is_the_data_fidelity_norm():
+    """``residual`` equals ``||P x Q - z||`` recomputed from the final features and the returned factors."""
+    net = InterIR(**TINY).eval()
+    x = _photo_batch(2, 32, 32)
+    feats = []
+    hook = net.final.register_forward_hook(lambda m, i, o: feats.append(o[0]))
+    with torch.no_grad():
+        _, aux = net(x, return_aux=True)
+        z = net.lift(x)
+    hook.remove()
+    p, q = aux['P'][-1], aux['Q'][-1]
+    expected = (p @ feats[0] @ q - z).flatten(1).norm(dim=1)
+    torch.testing.assert_close(aux['residual'][-1], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('fill', ['zeros', 'ones', 'constant', 'channel_constant'])
+def test_constant_inputs_stay_finite(fill):
+    net = InterIR(**TINY)
+    x = {'zeros': torch.zeros(2, 3, 16, 16), 'ones': torch.ones(2, 3, 16, 16),
+         'constant': torch.full((2, 3, 16, 16), 0.37),
+         'channel_constant': torch.tensor([0.1, 0.5, 0.9]).view(1, 3, 1, 1).expand(2, 3, 16, 16)}[fill]
+    outs, aux = net(x, return_aux=True)
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert all(torch.isfinite(v).all() for key in AUX_KEYS for v in aux[key])
+    sum(o.mean() for o in outs).backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_bf16_autocast_on_cpu():
+    net = InterIR(**TINY).eval()
+    x = _photo_batch(2, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            outs, aux = net(x, return_aux=True)
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert aux['P'][0].dtype == aux['residual'][0].dtype == torch.float32  # factor algebra stays in float32
+    err = (outs[-1].float() - ref[-1]).abs().mean().item()
+    assert err < 2e-2, f'bf16 autocast drifts from float32 by {err:.3g} on average'
+
+
+def test_frequency_branch_is_bounded_and_float32_inside():
+    block = ExplainableBlock(4, num_experts=2, expand=1, freq_bound=0.25)
+    y = block.freq(100 * torch.randn(2, 4, 8, 8))
+    assert y.abs().max() <= 0.25
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert block.freq(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_eval_is_deterministic():
+    net = InterIR(**TINY).eval()
+    x = _photo_batch(2, 32, 32)
+    with torch.no_grad():
+        a, b = net(x), net(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_registered_in_basicsr_and_mmengine():
+    from basicsr.archs import build_network
+
+    from interir_plugin.archs import MODELS
+
+    assert isinstance(build_network({'type': 'InterIR', **TINY}), InterIR)
+    assert isinstance(MODELS.build(dict(type='InterIR', **TINY)), InterIR)
+
+
+def test_default_preset_within_budget():
+    from interir_plugin.utils.complexity import model_complexity
+
+    info = model_complexity(InterIR(), (3, 256, 256))
+    print(f'InterIR() at 3x256x256: {info["mparams"]:.2f} M params, {info["gmacs"]:.2f} G multiply-adds')
+    assert info['params'] <= 15e6 and info['macs'] <= 100e9
+    assert info['macs'] > 5e9  # the counter did see the convolutions and the factor products
+
+
+def _doc_presets():
+    """``{name: network_g}`` from the yaml blocks of docs/interir.md whose first line is ``# <preset name>``."""
+    with open(os.path.join(REPO, 'docs', 'interir.md'), encoding='utf-8') as f:
+        blocks = re.findall(r'```yaml\n# (\S+)\n(.*?)```', f.read(), flags=re.S)
+    return {name: yaml.safe_load(body)['network_g'] for name, body in blocks}
+
+
+def test_doc_presets_build():
+    from basicsr.archs import build_network
+
+    presets = _doc_presets()
+    assert sorted(presets) == ['InterIR', 'InterIR-L', 'InterIR-S']
+    # the default block spells out exactly the constructor defaults
+    default = build_network(dict(presets['InterIR']))
+    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in InterIR().parameters())
+    small = build_network(dict(presets['InterIR-S']))
+    assert 1e6 <= sum(p.numel() for p in small.parameters()) <= 2e6
+    large = build_network(dict(presets['InterIR-L']))
+    assert sum(p.numel() for p in large.parameters()) > 15e6
+    for net in (small, large):
+        with torch.no_grad():
+            outs = net.eval()(torch.rand(1, 3, 2 * net.size_multiple, 3 * net.size_multiple))
+        assert len(outs) == net.stages.__len__() + 1 and torch.isfinite(outs[-1]).all()
+
