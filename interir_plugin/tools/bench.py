@@ -77,7 +77,9 @@ def run_basicsr(kind, option_path, root='.', force_yml=None):
     from types import SimpleNamespace
 
     from interir_plugin.cli._basicsr import basicsr_argv
+    from interir_plugin.cli._options import check_option_file
 
+    check_option_file(option_path, is_train=kind == 'train')  # typos fail before BasicSR creates folders
     if kind == 'train':
         from basicsr.train import train_pipeline as pipeline
     elif kind == 'test':
