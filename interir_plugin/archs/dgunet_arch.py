@@ -258,6 +258,7 @@ class _DGUNetBase(nn.Module):
     """
 
     size_multiple = 8  # three 2x downsamplings in each U-Net
+    min_size = 16  # the U-Net bottom (1/8 scale) needs more than one pixel for its half-instance norm
 
     def __init__(self, shared, in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size, reduction,
                  bias, depth):
@@ -321,7 +322,8 @@ class _DGUNetBase(nn.Module):
         """Restore ``y``.
 
         Args:
-            y (Tensor): ``B x in_c x H x W`` degraded images; ``H`` and ``W`` multiples of ``size_multiple`` (8).
+            y (Tensor): ``B x in_c x H x W`` degraded images; ``H`` and ``W`` multiples of ``size_multiple`` (8)
+                and at least ``min_size`` (16).
 
         Returns:
             list[Tensor]: ``depth + 2`` stage images ``B x out_c x H x W``, first -> final (final last).
@@ -329,9 +331,10 @@ class _DGUNetBase(nn.Module):
         if y.dim() != 4 or y.shape[1] != self.in_c:
             raise ValueError(f'{type(self).__name__} expects a B x {self.in_c} x H x W input, got {tuple(y.shape)}')
         h, w = y.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
+        if h % self.size_multiple or w % self.size_multiple or min(h, w) < self.min_size:
             raise ValueError(f'{type(self).__name__} needs height and width that are multiples of '
-                             f'{self.size_multiple}, got input size {h}x{w}; pad the input (the model class does)')
+                             f'{self.size_multiple} and at least {self.min_size}, got input size {h}x{w}; pad the '
+                             'input (the model class does)')
         outs = []
         x, feat, enc, dec = y, None, None, None
         for k in range(1, self.num_stages + 1):
