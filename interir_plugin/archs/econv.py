@@ -80,12 +80,17 @@ class EConv(nn.Module):
         return alpha, gamma
 
     def kernels(self, alpha, gamma):
-        """Folded kernels ``K_b`` (B x out x in x 3 x 3) for routing ``alpha``, ``gamma``."""
-        prior_bank = self.theta[..., None, None] * self.priors[:, None, None]  # theta_p * D_p
-        bank = torch.cat([self.experts.flatten(1), prior_bank.flatten(1)])  # (M + P) x (out * in * 9)
-        coef = torch.cat([alpha, gamma], 1).to(bank.dtype)
-        folded = torch.addmm(self.weight.flatten()[None], coef, bank)  # W_0 + sum alpha W + sum gamma theta D
-        return folded.view(-1, self.out_ch, self.in_ch, 3, 3)
+        """Folded kernels ``K_b`` (B x out x in x 3 x 3) for routing ``alpha``, ``gamma``.
+
+        Two small products instead of materialising every branch's kernel: the experts fold with one ``addmm``,
+        the priors by gating ``theta`` first and applying the 3x3 operators to the gated coefficients.
+        """
+        dtype = self.weight.dtype
+        k = torch.addmm(self.weight.flatten()[None], alpha.to(dtype), self.experts.flatten(1))  # W_0 + sum a W
+        gated = gamma.to(dtype)[:, :, None] * self.theta.flatten(1)  # gamma_bp theta_p: B x P x (out * in)
+        prior = gated.transpose(1, 2) @ self.priors.to(dtype).flatten(1)  # sum_p gamma_bp theta_p D_p
+        k = k.view(-1, self.out_ch, self.in_ch, 9) + prior.view(-1, self.out_ch, self.in_ch, 9).to(k.dtype)
+        return k.unflatten(-1, (3, 3))
 
     def forward(self, x):
         b, _, h, w = x.shape
