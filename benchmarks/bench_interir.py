@@ -4,7 +4,7 @@ multiply-adds per second against a plain 64->64 3x3 convolution, all timed inter
 Every round times each case once (in the same order), so slow phases of a shared machine hit all cases alike;
 ratios are given from the medians and per round (min/median/max over rounds).
 
-    .venv/bin/python benchmarks/bench_interir.py [--repeats 5] [--size 256] [--no-dgunet]
+    .venv/bin/python benchmarks/bench_interir.py [--repeats 5] [--size 256] [--no-dgunet] [--threads 2]
 """
 import argparse
 import statistics
@@ -13,9 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 from _common import emit, set_threads
-from basicsr.archs import build_network
 
-import interir_plugin  # noqa: F401  (registers the archs)
+import interir_plugin  # noqa: F401  (applies the BasicSR shims, registers the archs)
 from interir_plugin.archs.econv import set_fused
 from interir_plugin.utils.complexity import model_complexity
 
@@ -29,10 +28,13 @@ def main():
     parser.add_argument('--repeats', type=int, default=5, help='timed rounds (>= 5), after one warm-up round')
     parser.add_argument('--size', type=int, default=256, help='input height = width')
     parser.add_argument('--no-dgunet', action='store_true', help='skip DGUNet (its forward takes tens of seconds)')
+    parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (the reference is 2)')
     args = parser.parse_args()
+    from basicsr.archs import build_network  # after the plugin's shims
+
     if args.repeats < 5:
         parser.error(f'--repeats must be >= 5, got {args.repeats}')
-    set_threads(2)
+    set_threads(args.threads)
     torch.manual_seed(0)
     size = args.size
     x = torch.rand(1, 3, size, size)

@@ -25,10 +25,10 @@ def _t(m):
 def _factor(m, eps=1e-6):
     """``rownorm(m)`` (each row to unit L2 norm), then divided by the Schur bound ``sqrt(||.||_1 ||.||_inf)``.
 
-    The second step is our addition: it bounds the spectral norm by 1 (exactly 1 for the identity and for a
-    rank-one matrix with equal rows), so ``P x Q`` never amplifies and the step size ``eta`` means the same at
-    every ``h, w``. Without it ``||P||_2`` reaches ``sqrt(h)`` and the Jacobian term ``P^T P G Q Q^T`` grows
-    like ``h * w`` (see docs/interir.md).
+    The second step is our addition: it bounds the spectral norm by 1 (exactly 1 for permutation matrices such
+    as the identity, and for constant matrices), so ``P x Q`` never amplifies and the step size ``eta`` means
+    the same at every ``h, w``. Without it ``||P||_2`` reaches ``sqrt(h)`` and the Jacobian term
+    ``P^T P G Q Q^T`` grows like ``h * w`` (see docs/interir.md).
     """
     with torch.autocast(m.device.type, enabled=False):
         m = m.float()
