@@ -10,7 +10,10 @@ come from :func:`interir_plugin.utils.complexity.model_complexity` at 3x256x256,
 does not depend on them). The degraded input itself is scored as a baseline row (PSNR/SSIM of LQ against GT,
 with the option file's ``val.metrics``).
 """
+import contextlib
 import copy
+import io
+import logging
 import os
 import sys
 
@@ -89,10 +92,14 @@ def run_basicsr(kind, option_path, root='.', force_yml=None):
     argv = basicsr_argv(SimpleNamespace(opt=option_path, launcher='none', force_yml=force_yml))
     saved = sys.argv
     sys.argv = [f'interir {kind}', *argv]
+    printed = io.StringIO()  # BasicSR prints "Disable distributed." to stdout: keep it in the log, not the console
     try:
-        pipeline(os.path.abspath(root))
+        with contextlib.redirect_stdout(printed):
+            pipeline(os.path.abspath(root))
     finally:
         sys.argv = saved
+        for line in printed.getvalue().splitlines():
+            logging.getLogger('basicsr').info(line)
 
 
 def device_overrides(device):

@@ -33,12 +33,12 @@ from interir_plugin.tools.loading import load_option_file, resolve_device
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: Where the option files expect MiniCDD (relative to the current directory).
 DATA_ROOT = os.path.join('datasets', 'MiniCDD')
-#: ``(display name, training option file relative to the repository root)`` of the demo's models; the first
-#: one is explained.
+#: ``(name, training option file relative to the repository root)`` of the demo's models: the name is the
+#: leaderboard's model column and the test run's ``results/<name>`` folder. The first one is explained.
 DEMO_MODELS = (
-    ('InterIR-S', 'options/train/InterIR/train_InterIR-S_MiniCDD.yml'),
-    ('DGUNet-S', 'options/train/DGUNet/train_DGUNet-S_MiniCDD.yml'),
-    ('RIDNet (BasicSR zoo)', 'options/bench/train_RIDNet_MiniCDD.yml'),
+    ('InterIR-S', 'options/train/InterIR/train_InterIR-S_MiniCDD_smoke.yml'),
+    ('DGUNet-S', 'options/train/DGUNet/train_DGUNet-S_MiniCDD_smoke.yml'),
+    ('RIDNet-zoo', 'options/bench/train_RIDNet_MiniCDD_smoke.yml'),
 )
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
@@ -72,10 +72,11 @@ def ensure_minicdd(log=print):
     return DATA_ROOT
 
 
-def test_option(train_opt, weights, labels=None, meta_info_file=None):
+def make_test_option(name, train_opt, weights, labels=None, meta_info_file=None):
     """Test options for a trained demo model: its network and weights on the MiniCDD test split.
 
     Args:
+        name (str): Run name (``results/<name>``, the leaderboard's model column).
         train_opt (dict): The model's training options.
         weights (str): ``net_g_latest.pth`` of the run.
         labels (tuple[str] | None): Test categories; None for all 11. Default: None.
@@ -91,7 +92,7 @@ def test_option(train_opt, weights, labels=None, meta_info_file=None):
         cdd11['meta_info_file'] = meta_info_file
     ema = (train_opt.get('train') or {}).get('ema_decay', 0) > 0
     return {
-        'name': f'demo_{train_opt["name"]}', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 'auto',
+        'name': name, 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 'auto',
         'manual_seed': 0, 'network_g': train_opt['network_g'],
         'datasets': {'test_1': {'name': 'MiniCDD', 'type': 'MultiDegradationPairedDataset', 'cdd11': cdd11,
                                 'io_backend': {'type': 'disk'}}},
@@ -110,8 +111,8 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
         out_dir (str): Output folder. Default: 'interir_demo'.
         quick (bool): :data:`QUICK` settings (wiring check, meaningless numbers). Default: False.
         device (str): ``'auto'`` (CUDA if available), ``'cpu'`` or ``'cuda[:i]'``. Default: 'auto'.
-        models (tuple[tuple[str, str]]): ``(display name, training option file)``; relative paths are taken from
-            the repository root. Default: :data:`DEMO_MODELS`.
+        models (tuple[tuple[str, str]]): ``(name, training option file)``; relative paths are taken from the
+            repository root. Default: :data:`DEMO_MODELS`.
         log (callable): Receives the progress lines. Default: print.
 
     Returns:
@@ -121,8 +122,8 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     start = time.perf_counter()
     seconds = {}
     dev = resolve_device(device)
-    paths = [(name, p if os.path.isabs(p) else os.path.join(REPO_ROOT, p)) for name, p in models]
-    missing = [p for _, p in paths if not os.path.isfile(p)]
+    paths = [(name, p if os.path.isabs(p) else os.path.join(REPO_ROOT, p), p) for name, p in models]
+    missing = [p for _, p, _ in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f'demo option file(s) not found: {", ".join(missing)} (the demo runs from a source '
                                 'checkout of interir_plugin, whose options/ folder holds them)')
@@ -145,11 +146,11 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     echo = _IterationEcho(log)
     basicsr_logger = logging.getLogger('basicsr')
     test_opts = []
-    for k, (name, path) in enumerate(paths, start=2):
+    for k, (name, path, shown) in enumerate(paths, start=2):
         train_opt = load_option_file(path)
         iters = QUICK['total_iter'] if quick else train_opt['train']['total_iter']
         step(k, f'training {name} ({train_opt["network_g"]["type"]}, {iters} iterations on '
-                f'{"CPU" if dev.type == "cpu" else "GPU"}) from {os.path.relpath(path)}')
+                f'{"CPU" if dev.type == "cpu" else "GPU"}) from {shown}')
         t = time.perf_counter()
         basicsr_logger.addHandler(echo)
         try:
@@ -176,7 +177,7 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
             f.write(''.join(f'{n}\n' for n in names))
     option_files = []
     for name, train_opt, weights in test_opts:
-        opt = test_option(train_opt, weights, labels, meta)
+        opt = make_test_option(name, train_opt, weights, labels, meta)
         file = os.path.join(opt_dir, f'{opt["name"]}.yml')
         with open(file, 'w', encoding='utf-8') as f:
             f.write(f'# written by interir demo: {name} trained by {out_dir}/experiments/{train_opt["name"]}\n')

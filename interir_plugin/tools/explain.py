@@ -121,9 +121,14 @@ def draw_figure(path, title, images, numbers=None):
     import matplotlib.pyplot as plt
 
     ncols = len(images)
-    heights = [1.0] if numbers is None else [1.0, 1.0, 1.3, 1.3]  # images, active sets, curves/bars, P and Q
-    fig = plt.figure(figsize=(max(2.3 * ncols, 12), 2.6 * sum(heights)))
-    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    width = max(2.3 * ncols, 12)
+    aspect = images[0][0].shape[0] / images[0][0].shape[1]
+    panel = width / ncols * 0.8  # drawn width of one image panel (inches), after the gaps between panels
+    heights = [panel * aspect + 0.4]  # image rows follow the image aspect, plus their titles
+    if numbers is not None:
+        heights += [panel * aspect + 0.3, 3.2, width / 4 * 0.75 + 0.4]  # active sets, curves/bars, P and Q
+    fig = plt.figure(figsize=(width, sum(heights) * 1.2))
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.3, top=0.95, bottom=0.03)
     top = grid[0].subgridspec(1, ncols)
     for i, (img, name) in enumerate(images):
         ax = fig.add_subplot(top[0, i])
@@ -137,13 +142,15 @@ def draw_figure(path, title, images, numbers=None):
         step_names = [f'stage {k}' for k in range(1, stages)] + ['final step']
         row = grid[1].subgridspec(1, ncols)
         ax = fig.add_subplot(row[0, 0])
-        ax.text(0.5, 0.5, 'active set\n(mean of Delta over\nchannels; 1 = prox\npasses, 0 = clamps)',
+        ax.text(0.5, 0.5, 'active set: mean of\nDelta over channels\n(1 = prox passes,\n0 = prox clamps)',
                 ha='center', va='center', fontsize=9, transform=ax.transAxes)
         ax.axis('off')
         axes = []
+        maps = [np.asarray(m) for m in numbers['active_set_map']]
+        low, high = min(m.min() for m in maps), max(m.max() for m in maps)  # one scale for every stage
         for k in range(stages):
             ax = fig.add_subplot(row[0, k + 1])
-            im = ax.imshow(np.asarray(numbers['active_set_map'][k]), cmap='viridis', vmin=0, vmax=1)
+            im = ax.imshow(maps[k], cmap='viridis', vmin=low, vmax=max(high, low + 1e-6))
             ax.set_title(f'{step_names[k]}: mean {numbers["active_set_mean"][k]:.2f}', fontsize=8)
             ax.axis('off')
             axes.append(ax)
@@ -157,6 +164,7 @@ def draw_figure(path, title, images, numbers=None):
         ax.grid(alpha=0.3)
         ax2 = ax.twinx()
         lines += ax2.plot(ticks, numbers['eta'], 's--', color='C3', ms=4, label='eta (right axis)')
+        ax2.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2), useOffset=False)
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7)
         ax = fig.add_subplot(row[0, 1])
         alpha = np.asarray(numbers['alpha_mean'])  # stages x M
@@ -179,7 +187,7 @@ def draw_figure(path, title, images, numbers=None):
         ax.set_xlabel('stage')
         ax.set_title('prior gates gamma (mean over EConvs)')
         ax.legend(fontsize=7, ncol=3, loc='upper center')
-        row = grid[3].subgridspec(1, 4, wspace=0.35)
+        row = grid[3].subgridspec(1, 4, wspace=0.5)
         for i, (key, k) in enumerate((('P', 0), ('P', stages - 1), ('Q', 0), ('Q', stages - 1))):
             ax = fig.add_subplot(row[0, i])
             mat = np.asarray(numbers[key][k])
