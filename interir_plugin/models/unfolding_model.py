@@ -258,7 +258,7 @@ class UnfoldingRestorationModel(SRModel):
 
     def run_network(self, net, x):
         """Run ``net`` on ``x`` padded to its size multiple; return the stage outputs cropped back (a list)."""
-        padded, size = pad_to_multiple(x, self.size_multiple)
+        padded, size = pad_to_multiple(x, self.size_multiple, getattr(self.get_bare_model(net), 'min_size', 1))
         out = net(padded)
         outputs = list(out) if isinstance(out, (list, tuple)) else [out]
         if not outputs or not all(torch.is_tensor(o) for o in outputs):

@@ -16,12 +16,14 @@ def _reflect_index(n, total, device):
     return torch.where(idx >= n, period - idx, idx)
 
 
-def pad_to_multiple(x, multiple):
-    """Reflect-pad the bottom and right of ``x`` so that its height and width are multiples of ``multiple``.
+def pad_to_multiple(x, multiple, min_size=1):
+    """Reflect-pad the bottom and right of ``x`` so that its height and width are multiples of ``multiple`` and at
+    least ``min_size``.
 
     Args:
         x (Tensor): ``(..., H, W)`` tensor (usually ``B x C x H x W``).
         multiple (int): Required multiple (``net.size_multiple``); 1 leaves ``x`` untouched.
+        min_size (int): Smallest side the network accepts (``net.min_size``, e.g. DGUNet's 16). Default: 1.
 
     Returns:
         tuple: ``(padded, (H, W))``: the padded tensor (``x`` itself if no padding is needed) and the original
@@ -32,7 +34,8 @@ def pad_to_multiple(x, multiple):
     h, w = x.shape[-2:]
     if h == 0 or w == 0:
         raise ValueError(f'pad_to_multiple: cannot pad an empty image of size {h}x{w}')
-    ph, pw = -h % multiple, -w % multiple
+    least = min_size + -min_size % multiple
+    ph, pw = max(-h % multiple, least - h), max(-w % multiple, least - w)
     if ph:
         x = x.index_select(-2, _reflect_index(h, h + ph, x.device))
     if pw:
