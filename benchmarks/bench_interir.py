@@ -49,8 +49,10 @@ def main():
     params = {name: sum(p.numel() for p in net.parameters()) for name, (net, _) in nets.items()}
 
     def interir_path(fused):
-        set_fused(interir, fused)
-        return lambda: interir(x)
+        def run():
+            set_fused(interir, fused)  # switched at call time: the cases alternate within every round
+            return interir(x)
+        return run
 
     cases = {'interir_fused': interir_path(True), 'interir_unfused': interir_path(False),
              'conv64': lambda: F.conv2d(conv_in, conv.weight, padding=1)}

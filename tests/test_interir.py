@@ -60,9 +60,9 @@ def test_bad_kwargs_raise(kwargs):
         InterIR(**{**TINY, **kwargs})
 
 
-@pytest.mark.parametrize('in_ch, out_ch', [(3, 3), (1, 1), (4, 3)])
-def test_every_parameter_gets_a_gradient(in_ch, out_ch):
-    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=2, **TINY)
+@pytest.mark.parametrize('in_ch, out_ch, num_blocks', [(3, 3, 2), (1, 1, 1), (4, 3, 1)])
+def test_every_parameter_gets_a_gradient(in_ch, out_ch, num_blocks):
+    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, **TINY)
     outs = net(torch.rand(2, in_ch, 16, 24))
     assert all(o.shape == (2, out_ch, 16, 24) for o in outs)
     sum(o.square().mean() for o in outs).backward()
@@ -228,5 +228,5 @@ def test_doc_presets_build():
     for net in (small, large):
         with torch.no_grad():
             outs = net.eval()(torch.rand(1, 3, 2 * net.size_multiple, 3 * net.size_multiple))
-        assert len(outs) == net.stages.__len__() + 1 and torch.isfinite(outs[-1]).all()
+        assert len(outs) == len(net.stages) + 1 and torch.isfinite(outs[-1]).all()
 
