@@ -204,8 +204,11 @@ def _tiny_cdd(root, labels=('low', 'haze'), n=2, size=(32, 40)):
 
 
 def _run(args, cwd, timeout=300):
+    # OpenMP threads that sleep instead of spinning: on a loaded machine (parallel test runs) spinning threads
+    # make every small op wait for a descheduled sibling, up to 70x slower (docs/tools.md, "Speed").
+    env = {**os.environ, 'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}
     return subprocess.run([sys.executable, '-m', 'interir_plugin', *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_bench_leaderboard_with_zoo_row_and_identity(tmp_path):

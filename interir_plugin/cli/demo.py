@@ -29,4 +29,5 @@ def run(args):
     print(f'  leaderboard: {board["md"]}, {board["csv"]}, {board["png"]}')
     print(f'  explain:     {result["explain"]["png"]}, {result["explain"]["json"]}')
     print(f'  trained:     {args.out}/experiments/   test options: {args.out}/options/   log: {result["log"]}')
+    print('  time:        ' + ', '.join(f'{k} {v:.0f} s' for k, v in secs.items() if k != 'total'))
     return 0
