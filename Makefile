@@ -28,7 +28,7 @@ lint: setup
 	$(BIN)/ruff check interir_plugin tests benchmarks setup.py
 
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 bench: setup
 	for f in benchmarks/bench_*.py; do OMP_NUM_THREADS=2 $(BIN)/python $$f || exit 1; done

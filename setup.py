@@ -47,7 +47,7 @@ setup(
         # BasicSR for a fresh environment. Its sdist imports torch while building: install torch first and use
         # `pip install --no-build-isolation basicsr`, as the Makefile does.
         'basicsr': ['basicsr>=1.4.2'],
-        'dev': ['pytest>=7', 'ruff>=0.4', 'scipy'],
+        'dev': ['pytest>=7', 'pytest-xdist>=3', 'ruff>=0.4', 'scipy'],
     },
     entry_points={'console_scripts': ['interir=interir_plugin.cli:main']},
     classifiers=[
