@@ -164,6 +164,12 @@ def test_padding_round_trips_and_matches_reflect(size, multiple):
         assert torch.equal(padded, F.pad(x, (0, pw, 0, ph), mode='reflect'))
 
 
+def test_padding_honours_a_minimum_size():
+    x = torch.rand(1, 3, 3, 21)
+    padded, size = pad_to_multiple(x, 8, min_size=16)
+    assert padded.shape[-2:] == (16, 24) and torch.equal(crop_to(padded, size), x)
+
+
 def test_padding_rejects_bad_input():
     with pytest.raises(ValueError, match='multiple'):
         pad_to_multiple(torch.rand(1, 3, 8, 8), 0)
