@@ -112,6 +112,26 @@ class EConv(nn.Module):
         return y + torch.einsum('bp,bpohw->bohw', gamma.to(prior.dtype), prior)
 
 
+class Pointwise(nn.Conv2d):
+    """1x1 convolution computed as one matrix product over the channels (``W @ x`` on ``B x C x HW``).
+
+    Parameters and state-dict keys are those of ``nn.Conv2d(in_ch, out_ch, 1)``. On CPU a GEMM straight on the
+    NCHW memory avoids the layout reorders (or, single-threaded, the unfold copy) of the convolution kernels.
+
+    Args:
+        in_ch (int): Input channels.
+        out_ch (int): Output channels.
+    """
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__(in_ch, out_ch, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        y = torch.matmul(self.weight.flatten(1), x.flatten(2))
+        return y.add_(self.bias[:, None]).view(b, self.out_channels, h, w)
+
+
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation channel attention: ``x * sigmoid(W_2 GELU(W_1 GAP(x)))``.
 
@@ -148,7 +168,7 @@ class FrequencyBranch(nn.Module):
             raise ValueError(f'FrequencyBranch: bound (freq_bound) must be > 0, got {bound}')
         self.bound = bound
         hidden = 2 * ch * expand
-        self.mlp = nn.Sequential(nn.Conv2d(2 * ch, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 2 * ch, 1))
+        self.mlp = nn.Sequential(Pointwise(2 * ch, hidden), nn.GELU(), Pointwise(hidden, 2 * ch))
 
     def forward(self, x):
         h, w = x.shape[-2:]

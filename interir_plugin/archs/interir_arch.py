@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from interir_plugin.archs.econv import EConv, explainable_blocks
+from interir_plugin.archs.econv import EConv, Pointwise, explainable_blocks
 
 
 def _mm(*mats):
@@ -40,7 +40,7 @@ def _factor(m, eps=1e-6):
 
 def _mlp(ch, hidden):
     """1x1 conv -> ReLU -> 1x1 conv (the prox value g1 and the generalised-derivative logits g2)."""
-    return nn.Sequential(nn.Conv2d(ch, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, ch, 1))
+    return nn.Sequential(Pointwise(ch, hidden), nn.ReLU(inplace=True), Pointwise(hidden, ch))
 
 
 class ImageStep(nn.Module):
@@ -160,7 +160,7 @@ class InterIR(nn.Module):
         eb = dict(num_blocks=num_blocks, num_experts=num_experts, expand=expand, temperature=temperature,
                   freq_bound=freq_bound)
         self.lift = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(num_in_ch * s * s, c, 3, 1, 1))
-        self.lam_init = nn.Conv2d(c, c, 1)
+        self.lam_init = Pointwise(c, c)
         self.stages = nn.ModuleList(Stage(c, eb, expand) for _ in range(num_stages))
         self.final = ImageStep(c, eb, expand)
         self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
