@@ -162,36 +162,45 @@ def test_every_model_and_protocol_has_its_files():
         assert path.replace('/', os.sep).split(os.sep, 1)[1] in names
 
 
-def _one_image_protocol(folder, minicdd):
-    """A protocol file: MiniCDD's test split restricted to its first image (every label, fast validation)."""
+@pytest.fixture(scope='session')
+def small_test_protocol(minicdd, tmp_path_factory):
+    """A protocol file whose test split is a 64x64 crop of MiniCDD's first test image in every category (every label,
+    fast validation even for DGUNet, whose CPU forward at 256x256 takes seconds)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp('small_test')
     first = sorted(os.listdir(os.path.join(minicdd, 'test', 'clear')))[0]
-    with open(os.path.join(folder, 'one.txt'), 'w') as f:
-        f.write(f'{first}\n')
-    protocol = {'name': 'minicdd_one', 'labels': list(CDD11_CATEGORIES), 'default_root': 'datasets/MiniCDD',
-                'splits': {'test': {'cdd11': {'root': '{root}/test',
-                                              'meta_info_file': os.path.join(folder, 'one.txt')}}}}
-    path = os.path.join(folder, 'minicdd_one.yml')
+    for category in ('clear', *CDD11_CATEGORIES):
+        os.makedirs(folder / 'test' / category)
+        img = cv2.imread(os.path.join(minicdd, 'test', category, first), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(folder / 'test' / category / first), img[96:160, 96:160])
+    protocol = {'name': 'minicdd_small', 'labels': list(CDD11_CATEGORIES), 'default_root': str(folder),
+                'splits': {'test': {'cdd11': {'root': str(folder / 'test')}}}}
+    path = str(folder / 'minicdd_small.yml')
     with open(path, 'w') as f:
         yaml.safe_dump(protocol, f)
     return path
 
 
 @pytest.mark.parametrize('model', sorted(SMOKE))
-def test_smoke_config_trains_through_interir_train(model, minicdd, tmp_path, monkeypatch):
+def test_smoke_config_trains_through_interir_train(model, minicdd, small_test_protocol, tmp_path, monkeypatch):
+    """10 iterations (batch 2 of 32x32 instead of 4 of 64x64) on the generated MiniCDD's train split, validation on
+    64x64 crops of every category (the option's own val_freq: once, after training)."""
     from interir_plugin.cli import main
 
     option = os.path.join(REPO, SMOKE[model])
     monkeypatch.chdir(tmp_path)
     os.makedirs('datasets')
     os.symlink(minicdd, os.path.join('datasets', 'MiniCDD'))  # the option's relative data path
-    protocol = _one_image_protocol(str(tmp_path), minicdd)
-    assert main(['train', '-opt', option, '--force_yml', 'train:total_iter=10', 'val:val_freq=10',
-                 'logger:save_checkpoint_freq=10', 'train:scheduler:periods=[10]',
-                 f'datasets:val_1:protocol={protocol}']) == 0
+    assert main(['train', '-opt', option, '--force_yml', 'train:total_iter=10', 'logger:save_checkpoint_freq=10',
+                 'train:scheduler:periods=[10]', 'datasets:train:batch_size_per_gpu=2', 'datasets:train:gt_size=32',
+                 f'datasets:val_1:protocol={small_test_protocol}']) == 0
     with open(option) as f:
         name = yaml.safe_load(f)['name']
     exp = tmp_path / 'experiments' / name
-    with open(exp / 'metrics' / 'MiniCDD_test_10.csv') as f:
+    csvs = glob.glob(str(exp / 'metrics' / 'MiniCDD_test_*.csv'))
+    assert len(csvs) == 1  # val_freq > total_iter: only the validation after training
+    with open(csvs[0]) as f:
         rows = list(csv.DictReader(f))
     assert [r['label'] for r in rows] == [*CDD11_CATEGORIES, 'mean_over_labels', 'overall']
     assert all(r['images'] == '1' for r in rows[:11]) and rows[-1]['images'] == '11'
