@@ -43,9 +43,10 @@ def load_option_file(path):
 
 
 def _check_registered(path, what, name, registry):
-    if name not in registry:
-        raise ValueError(f'{path}: {what} {name!r} is not registered{_hint(name, registry.keys())}')
-    return registry.get(name)
+    try:  # get(), not `in`: BasicSR also finds names registered with a suffix (SRVGGNetCompact_basicsr)
+        return registry.get(name)
+    except KeyError:
+        raise ValueError(f'{path}: {what} {name!r} is not registered{_hint(name, registry.keys())}') from None
 
 
 def _check_kwargs(path, section, cls, kwargs):
