@@ -260,6 +260,28 @@ def test_leaderboard_reads_the_model_class_csv(tmp_path):
         leaderboard.read_metrics_csv(str(path))
 
 
+def test_leaderboard_files_for_unlabelled_data_and_two_datasets(tmp_path):
+    def row(model, dataset, psnr, per_label=None, gmacs=1.0):
+        return {'model': model, 'network': 'Net', 'dataset': dataset, 'images': 3, 'params': 1000, 'gmacs': gmacs,
+                'latency_ms': 5.0, 'device': 'cpu', 'metrics': ['psnr'], 'labels': list(per_label or {}),
+                'per_label': per_label or {}, 'mean': {'psnr': psnr}}
+
+    rows = [row('a', 'Plain', 20.0), row('b', 'Plain', 25.0),
+            row('a', 'Labelled', 22.0, {'x': {'psnr': 21.0}, 'y': {'psnr': 23.0}}),
+            {**row('input (no restoration)', 'Labelled', 18.0, {'x': {'psnr': 17.0}, 'y': {'psnr': 19.0}}),
+             'params': None, 'gmacs': None, 'latency_ms': None, 'device': None}]
+    files = leaderboard.write_leaderboard(rows, str(tmp_path))
+    with open(files['csv']) as f:
+        table = list(csv.DictReader(f))
+    assert [(r['dataset'], r['model']) for r in table] == [('Plain', 'b'), ('Plain', 'a'), ('Labelled', 'a'),
+                                                           ('Labelled', 'input (no restoration)')]
+    assert table[3]['params'] == '' and table[2]['psnr_x'] == '21' and table[0]['psnr_x'] == ''
+    md = open(files['md']).read()
+    assert md.count('### ') == 2 and md.count('PSNR per label') == 1 and '| b | Net | 0.001 |' in md
+    figure = cv2.imread(files['png'])
+    assert figure is not None and figure.shape[0] > figure.shape[1] / 3  # one row of panels per dataset
+
+
 # ------------------------------------------------------------------------------------------------------- demo
 def test_demo_quick_runs_every_step(tmp_path):
     out = _run(['demo', '--quick', '--out', 'd', '--device', 'cpu'], tmp_path, timeout=600)

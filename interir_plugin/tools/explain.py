@@ -165,7 +165,8 @@ def draw_figure(path, title, images, numbers=None):
         ax2 = ax.twinx()
         lines += ax2.plot(ticks, numbers['eta'], 's--', color='C3', ms=4, label='eta (right axis)')
         ax2.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2), useOffset=False)
-        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7)
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, ncol=2, loc='upper center',
+                  bbox_to_anchor=(0.5, -0.16))  # below the axis: the curves may cross any corner
         ax = fig.add_subplot(row[0, 1])
         alpha = np.asarray(numbers['alpha_mean'])  # stages x M
         bottom = np.zeros(stages)

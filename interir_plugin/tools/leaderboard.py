@@ -183,6 +183,7 @@ def plot(rows, path):
                                  fontsize=8, color='grey', textcoords='offset points', xytext=(0, 3))
         if models:
             ax_cost.set_xscale('log')
+            ax_cost.margins(x=0.3)  # room for the names of the outermost points
         ax_cost.set_xlabel('multiply-adds at 3x256x256 (G)')
         ax_cost.set_ylabel(f'mean {metric.upper()}')
         ax_cost.set_title('quality vs. cost')
