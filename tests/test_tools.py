@@ -34,6 +34,14 @@ METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel'
 BENCH_DIR = os.path.join(REPO, 'options', 'bench')
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks on tiny images: one thread is as fast, and immune to OpenMP spin-waits on a loaded machine."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(2)
+
+
 def _weights(tmp_path, network_g, name):
     """Save a randomly initialised ``network_g`` as a BasicSR checkpoint; return its path."""
     torch.manual_seed(0)
@@ -203,10 +211,12 @@ def _tiny_cdd(root, labels=('low', 'haze'), n=2, size=(32, 40)):
             _write(os.path.join(root, label, f'{i}.png'), np.round(lq).astype(np.uint8))
 
 
-def _run(args, cwd, timeout=300):
+def _run(args, cwd, timeout=300, threads=None):
     # OpenMP threads that sleep instead of spinning: on a loaded machine (parallel test runs) spinning threads
     # make every small op wait for a descheduled sibling, up to 70x slower (docs/tools.md, "Speed").
     env = {**os.environ, 'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}
+    if threads is not None:
+        env['OMP_NUM_THREADS'] = str(threads)
     return subprocess.run([sys.executable, '-m', 'interir_plugin', *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -221,7 +231,8 @@ def test_bench_leaderboard_with_zoo_row_and_identity(tmp_path):
     assert zoo_files, f'no shipped zoo bench option files in {BENCH_DIR}'
     zoo = load_option_file(zoo_files[0])  # the shipped zoo network, on the tiny data with random weights
     zoo_path = _option(tmp_path, zoo['network_g'], 'zoo', datasets=dataset, val=val)
-    out = _run(['bench', '-opt', ours, '-opt', zoo_path, '--out', 'lb', '--repeats', '1', '--device', 'cpu'], tmp_path)
+    out = _run(['bench', '-opt', ours, '-opt', zoo_path, '--out', 'lb', '--repeats', '1', '--device', 'cpu'], tmp_path,
+               threads=1)
     assert out.returncode == 0, out.stderr[-3000:]
     with open(tmp_path / 'lb' / 'leaderboard.csv') as f:
         rows = list(csv.DictReader(f))
@@ -244,7 +255,7 @@ def test_bench_leaderboard_with_zoo_row_and_identity(tmp_path):
     md = open(tmp_path / 'lb' / 'leaderboard.md').read()
     assert '| zoo |' in md and 'PSNR per label' in md and md in out.stdout
     again = _run(['bench', '-opt', ours, '--out', 'lb2', '--repeats', '1', '--device', 'cpu', '--no-identity'],
-                 tmp_path)
+                 tmp_path, threads=1)
     assert again.returncode == 0 and 'reusing' in again.stdout, again.stderr[-3000:]
 
 
@@ -284,7 +295,7 @@ def test_leaderboard_files_for_unlabelled_data_and_two_datasets(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------- demo
 def test_demo_quick_runs_every_step(tmp_path):
-    out = _run(['demo', '--quick', '--out', 'd', '--device', 'cpu'], tmp_path, timeout=600)
+    out = _run(['demo', '--quick', '--out', 'd', '--device', 'cpu'], tmp_path, timeout=600, threads=1)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     demo = tmp_path / 'd'
     for file in ('leaderboard.md', 'leaderboard.csv', 'leaderboard.png', 'explain/explain.png',
