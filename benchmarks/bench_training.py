@@ -65,6 +65,19 @@ def train_throughput(name, batch, size, repeats):
             'iters_per_s': 1.0 / times['median']}
 
 
+def peak_rss_mib():
+    """Peak resident memory of this process in MiB: ``VmHWM`` (Linux), else ``ru_maxrss``. ``ru_maxrss`` alone is wrong
+    in a child process: Linux carries the parent's peak over fork + exec."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _child_tiled_inference(name, size, tile, overlap):
     """Run in a child process: tiled inference on a ``size`` x ``size`` image; print JSON with the peak RSS."""
     from basicsr.models import build_model
@@ -74,12 +87,12 @@ def _child_tiled_inference(name, size, tile, overlap):
                                             'tile_overlap': overlap}))
     lq = torch.rand(1, 3, size, size)
     model.feed_data({'lq': lq})
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mib()
     t0 = time.perf_counter()
     model.test()
     seconds = time.perf_counter() - t0
     assert model.output.shape == lq.shape and torch.isfinite(model.output).all()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mib()
     print(json.dumps({'peak_rss_mib': peak, 'rss_before_inference_mib': base, 'seconds': seconds}))
 
 
@@ -105,6 +118,10 @@ def main():
     args = parser.parse_args()
     set_threads(2)
     results, rows = {'training': {}, 'tiled_inference': {}}, []
+    if not args.skip_memory:  # first, in a child process
+        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap)
+        results['tiled_inference']['InterIR-S'] = {**r, 'image': args.image, 'tile': args.tile,
+                                                   'overlap': args.overlap, 'goal_mib': 4096}
     for name in NETS:
         r = train_throughput(name, args.batch, args.size, max(args.repeats, 5))
         results['training'][name] = r
@@ -114,9 +131,7 @@ def main():
     first, second = (results['training'][n]['iters_per_s'] for n in NETS)
     results['training']['ratio_interir_s_over_dgunet_s'] = first / second
     if not args.skip_memory:
-        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap)
-        results['tiled_inference']['InterIR-S'] = {**r, 'image': args.image, 'tile': args.tile,
-                                                   'overlap': args.overlap, 'goal_mib': 4096}
+        r = results['tiled_inference']['InterIR-S']
         rows.append({'what': f'tiled {args.image}^2 InterIR-S (tile {args.tile})', 'params (M)': '',
                      'GMACs/img': '', 'it/s': '', 's/it (median)': '', 'peak RSS (MiB)': r['peak_rss_mib'],
                      'seconds': r['seconds']})

@@ -32,7 +32,7 @@ class EConv(nn.Module):
     """Input-adaptive 3x3 convolution whose branches fold into one kernel per image.
 
     Every branch is linear in ``x`` once the routing ``(alpha, gamma)`` is fixed, so the fused path builds
-    ``K_b`` with one matrix product and runs a single grouped convolution (``groups = B``); the unfused path
+    ``K_b`` with two small matrix products and runs a single grouped convolution (``groups = B``); the unfused path
     computes the static, expert and prior branches separately and mixes their responses. Both give the same
     output (to float32 rounding). ``fused`` is a plain attribute, True by default in training *and* eval: the fold
     is exact and costs one convolution instead of ``1 + M`` plus the prior filters, so the unfused path is kept
