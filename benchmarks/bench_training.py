@@ -2,7 +2,10 @@
 2 threads, one full UnfoldingRestorationModel step: forward, multi-stage loss, backward, optimizer), and the peak
 memory of tiled inference on a 4096x4096 image on the CPU (measured in a child process, maxrss).
 
-    .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--tile 512] [--skip-memory]
+    .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--tile 512] [--skip-memory] [--threads 2]
+
+The 1-minute load average is printed with the figures: on a machine shared with other jobs, two torch threads
+contend for the cores and fine-grained networks (DGUNet) slow down several times more than coarse ones.
 """
 import argparse
 import json
@@ -60,6 +63,9 @@ def train_throughput(name, batch, size, repeats):
         model.optimize_parameters(it[0])
 
     times = timeit(step, repeats=repeats, warmup=1)
+    from mmengine.logging import MMLogger
+
+    MMLogger.get_current_instance().setLevel('ERROR')  # keep the counter's operator warnings out of the JSON
     info = model_complexity(model.get_bare_model(model.net_g), (3, size, size))
     return {'params': info['params'], 'gmacs_per_image': info['gmacs'], 'seconds_per_iter': times,
             'iters_per_s': 1.0 / times['median']}
@@ -78,11 +84,11 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _child_tiled_inference(name, size, tile, overlap):
+def _child_tiled_inference(name, size, tile, overlap, threads):
     """Run in a child process: tiled inference on a ``size`` x ``size`` image; print JSON with the peak RSS."""
     from basicsr.models import build_model
 
-    set_threads(2)
+    set_threads(threads)
     model = build_model(_options(name, val={'val_freq': 1, 'save_img': False, 'tile': tile,
                                             'tile_overlap': overlap}))
     lq = torch.rand(1, 3, size, size)
@@ -96,11 +102,11 @@ def _child_tiled_inference(name, size, tile, overlap):
     print(json.dumps({'peak_rss_mib': peak, 'rss_before_inference_mib': base, 'seconds': seconds}))
 
 
-def tiled_memory(name, size, tile, overlap):
+def tiled_memory(name, size, tile, overlap, threads):
     code = (f'import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); '
-            f'import bench_training as b; b._child_tiled_inference({name!r}, {size}, {tile}, {overlap})')
+            f'import bench_training as b; b._child_tiled_inference({name!r}, {size}, {tile}, {overlap}, {threads})')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, 'OMP_NUM_THREADS': '2'})
+                         env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -115,11 +121,12 @@ def main():
     parser.add_argument('--tile', type=int, default=512)
     parser.add_argument('--overlap', type=int, default=32)
     parser.add_argument('--skip-memory', action='store_true', help='only the training throughput')
+    parser.add_argument('--threads', type=int, default=2, help='torch threads (the reference machine: 2)')
     args = parser.parse_args()
-    set_threads(2)
+    set_threads(args.threads)
     results, rows = {'training': {}, 'tiled_inference': {}}, []
     if not args.skip_memory:  # first, in a child process
-        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap)
+        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap, args.threads)
         results['tiled_inference']['InterIR-S'] = {**r, 'image': args.image, 'tile': args.tile,
                                                    'overlap': args.overlap, 'goal_mib': 4096}
     for name in NETS:
@@ -135,7 +142,7 @@ def main():
         rows.append({'what': f'tiled {args.image}^2 InterIR-S (tile {args.tile})', 'params (M)': '',
                      'GMACs/img': '', 'it/s': '', 's/it (median)': '', 'peak RSS (MiB)': r['peak_rss_mib'],
                      'seconds': r['seconds']})
-    emit('training', {'batch': args.batch, 'size': args.size, **results}, rows,
+    emit('training', {'batch': args.batch, 'size': args.size, 'load_average': os.getloadavg(), **results}, rows,
          ['what', 'params (M)', 'GMACs/img', 'it/s', 's/it (median)', 'peak RSS (MiB)', 'seconds'])
 
 

@@ -468,10 +468,12 @@ class UnfoldingRestorationModel(SRModel):
         rows = self.label_metric_results['rows']
         metrics = list(self.opt['val']['metrics'])
         width = max(len(str(r[0])) for r in rows)
+        training = self.opt['is_train']  # best values only mean something across the validations of a run
         lines = [f'Per-label {dataset_name} (headline above = mean over labels):',
-                 f'\t{"label":<{width}}  {"n":>5}  ' + '  '.join(f'{m:>10}' for m in metrics) + '  best']
+                 f'\t{"label":<{width}}  {"n":>5}  ' + '  '.join(f'{m:>10}' for m in metrics)
+                 + ('  best' if training else '')]
         for label, count, values in rows:
-            best = self.best_metric_results.get(f'{dataset_name}/{label}')
+            best = self.best_metric_results.get(f'{dataset_name}/{label}') if training else None
             best_str = ', '.join(f'{m} {best[m]["val"]:.4f} @ {best[m]["iter"]}' for m in metrics) if best else ''
             lines.append(f'\t{label:<{width}}  {count:>5}  ' + '  '.join(f'{values[m]:>10.4f}' for m in metrics)
                          + f'  {best_str}')
