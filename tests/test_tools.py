@@ -294,6 +294,16 @@ def test_leaderboard_files_for_unlabelled_data_and_two_datasets(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- demo
+def test_demo_runs_itself_with_passive_openmp_threads(monkeypatch):
+    calls = []
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    monkeypatch.setattr(subprocess, 'call', lambda cmd, env: calls.append((cmd, env)) or 3)
+    assert main(['demo', '--quick', '--out', 'somewhere', '--device', 'cpu']) == 3  # the child's exit status
+    (cmd, env), = calls
+    assert cmd[:4] == [sys.executable, '-m', 'interir_plugin', 'demo'] and env['OMP_WAIT_POLICY'] == 'PASSIVE'
+    assert cmd[4:] == ['--out', 'somewhere', '--device', 'cpu', '--quick']
+
+
 def test_demo_quick_runs_every_step(tmp_path):
     out = _run(['demo', '--quick', '--out', 'd', '--device', 'cpu'], tmp_path, timeout=600, threads=1)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

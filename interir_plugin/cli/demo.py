@@ -16,9 +16,21 @@ def add_arguments(parser):
 
 
 def run(args):
+    import os
+    import subprocess
+    import sys
+
     from interir_plugin.tools.console import user_errors
     from interir_plugin.tools.demo import demo
 
+    if 'OMP_WAIT_POLICY' not in os.environ:
+        # OpenMP reads the variable once, when torch loads: run the demo in a child process that has it. With
+        # torch's default, its threads spin-wait, and on a CPU shared with anything else each small operation
+        # waits for a descheduled thread (InterIR-S forward 20 s instead of 0.3 s; docs/tools.md, "Speed").
+        # Set OMP_WAIT_POLICY yourself (ACTIVE keeps the default) to run in this process.
+        command = [sys.executable, '-m', 'interir_plugin', 'demo', '--out', args.out, '--device', args.device]
+        return subprocess.call(command + (['--quick'] if args.quick else []),
+                               env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
     with user_errors('demo'):
         result = demo(args.out, quick=args.quick, device=args.device)
     board, secs = result['leaderboard'], result['seconds']
