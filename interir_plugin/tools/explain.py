@@ -26,15 +26,10 @@ import torch
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import tensor2img
 
+from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
 from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, load_option_file, resolve_device
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
-
-#: Names of InterIR's fixed image priors, in the order of ``gamma`` (from the arch when available).
-try:
-    from interir_plugin.archs.econv import PRIOR_NAMES
-except ImportError:  # the arch module is optional for DGUNet-only installs
-    PRIOR_NAMES = ()
 
 
 def _to_display(t):
