@@ -9,7 +9,7 @@ import yaml
 
 import interir_plugin  # noqa: F401  (registers the archs)
 from conftest import photo_crop
-from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, set_fused
+from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, Pointwise, set_fused
 from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
 
@@ -88,6 +88,21 @@ def test_econv_fused_equals_unfused():
     # the prior bank is the documented operators: identity tap at the centre, Laplacian sums to zero
     assert len(PRIOR_NAMES) == conv.priors.shape[0] == gamma.shape[1]
     assert conv.priors[0, 1, 1] == 1 and conv.priors[3].sum() == 0
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_pointwise_equals_conv1x1(batch):
+    pw = Pointwise(6, 10)
+    conv = torch.nn.Conv2d(6, 10, 1)
+    conv.load_state_dict(pw.state_dict())  # same keys and shapes as nn.Conv2d
+    x = torch.randn(batch, 6, 7, 9, requires_grad=True)
+    y_pw, y_conv = pw(x), conv(x)
+    torch.testing.assert_close(y_pw, y_conv, rtol=0, atol=1e-5)
+    g = torch.randn_like(y_pw)
+    grads_pw = torch.autograd.grad(y_pw, (x, pw.weight, pw.bias), g)
+    grads_conv = torch.autograd.grad(y_conv, (x, conv.weight, conv.bias), g)
+    for a, b in zip(grads_pw, grads_conv):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
