@@ -90,6 +90,17 @@ def test_econv_fused_equals_unfused():
     assert conv.priors[0, 1, 1] == 1 and conv.priors[3].sum() == 0
 
 
+def test_tail_starts_without_subpixel_grid():
+    """ICNR: at initialisation every s x s block of the tail's output is constant (no s-periodic grid)."""
+    net = InterIR(**TINY)
+    s = net.size_multiple
+    feat = torch.randn(2, net.tail[0].in_channels, 5, 7)
+    out = net.tail(feat)
+    blocks = out.unflatten(2, (5, s)).unflatten(4, (7, s))  # B x C x 5 x s x 7 x s
+    assert (blocks - blocks[:, :, :, :1, :, :1]).abs().max() < 1e-6
+    assert out.std() > 0  # a real (not zero) initialisation
+
+
 @pytest.mark.parametrize('batch', [1, 3])
 def test_pointwise_equals_conv1x1(batch):
     pw = Pointwise(6, 10)

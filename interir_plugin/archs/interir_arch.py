@@ -38,6 +38,20 @@ def _factor(m, eps=1e-6):
         return m * torch.rsqrt(schur + eps)[..., None, None]
 
 
+def _icnr_(conv, scale):
+    """ICNR initialisation (Aitken et al. 2017) of a convolution followed by ``PixelShuffle(scale)``.
+
+    The ``scale^2`` sub-pixel kernels of every output channel start equal (copies of one default-initialised
+    kernel, bias likewise), so at initialisation the shuffled output is a nearest-neighbour upsampling and carries
+    no ``scale``-periodic grid; training is free to make them differ.
+    """
+    out_ch = conv.out_channels // scale ** 2
+    with torch.no_grad():
+        base = nn.Conv2d(conv.in_channels, out_ch, conv.kernel_size, padding=conv.padding)
+        conv.weight.copy_(base.weight.repeat_interleave(scale ** 2, dim=0))
+        conv.bias.copy_(base.bias.repeat_interleave(scale ** 2))
+
+
 def _mlp(ch, hidden):
     """1x1 conv -> ReLU -> 1x1 conv (the prox value g1 and the generalised-derivative logits g2)."""
     return nn.Sequential(Pointwise(ch, hidden), nn.ReLU(inplace=True), Pointwise(hidden, ch))
@@ -164,6 +178,7 @@ class InterIR(nn.Module):
         self.stages = nn.ModuleList(Stage(c, eb, expand) for _ in range(num_stages))
         self.final = ImageStep(c, eb, expand)
         self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
+        _icnr_(self.tail[0], s)
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
 
     def forward(self, x, return_aux=False):
