@@ -16,7 +16,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from interir_plugin.utils.padding import crop_to, pad_to_multiple
+from interir_plugin.utils.padding import crop_to, pad_for_network
 from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, tiled_apply
 
 #: Keys of ``train:`` read by BasicSR's trainer and SRModel (first) and by this model (second); see the model
@@ -176,8 +176,9 @@ class UnfoldingRestorationModel(SRModel):
     """Restoration model for networks that return one image per stage (InterIR, DGUNet, DGUNet+), or one image.
 
     Training sums, over the stage outputs ``o_k`` (first -> final), ``w_k * (pixel(o_k, gt) + edge(o_k, gt) +
-    frequency(o_k, gt))``. Inputs are reflect-padded to ``net_g.size_multiple`` (1 if absent) and outputs cropped
-    back, in training and testing. Testing uses the final output, optionally tiled and/or x8 self-ensembled.
+    frequency(o_k, gt))``. Inputs are reflect-padded to ``net_g.size_multiple`` and ``net_g.min_size`` (1 if
+    absent) and outputs cropped back, in training and testing. Testing uses the final output, optionally tiled
+    and/or x8 self-ensembled.
     Validation reports every metric per ``label_name`` of the batches (degradation type), the mean over labels
     (the headline number of multi-degradation protocols, logged and tracked as BasicSR's metric) and the mean
     over images, and writes them as ``<path.log>/metrics/<dataset>_<iter>.csv`` (``experiments/<name>/`` in
@@ -257,8 +258,8 @@ class UnfoldingRestorationModel(SRModel):
         return cls(params, lr, **kwargs)
 
     def run_network(self, net, x):
-        """Run ``net`` on ``x`` padded to its size multiple; return the stage outputs cropped back (a list)."""
-        padded, size = pad_to_multiple(x, self.size_multiple, getattr(self.get_bare_model(net), 'min_size', 1))
+        """Run ``net`` on ``x`` padded to its size multiple and minimum size; return the stage outputs cropped back."""
+        padded, size = pad_for_network(x, self.get_bare_model(net))
         out = net(padded)
         outputs = list(out) if isinstance(out, (list, tuple)) else [out]
         if not outputs or not all(torch.is_tensor(o) for o in outputs):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from interir_plugin.tools import leaderboard
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.loading import input_channels, load_option_file, resolve_device
-from interir_plugin.tools.profile import example_input, measure_latency, quiet_mmengine
+from interir_plugin.tools.profile import example_input, measure_latency
 from interir_plugin.utils.complexity import model_complexity
 
 #: Input of the cost columns (C, H, W); C is replaced by the network's input channels.
@@ -149,8 +149,7 @@ def network_cost(network_opt, device, repeats=5, warmup=1):
     """
     net = build_network(copy.deepcopy(network_opt)).to(device).eval()
     shape = (input_channels(network_opt), *COST_INPUT[1:])
-    with quiet_mmengine():
-        cost = model_complexity(net, shape)
+    cost = model_complexity(net, shape)
     latency = measure_latency(net, example_input(net, shape, device), repeats=repeats, warmup=warmup)
     name = 'cpu' if device.type == 'cpu' else torch.cuda.get_device_name(device)
     return {'params': cost['params'], 'gmacs': cost['gmacs'], 'latency_ms': latency['latency_ms'],

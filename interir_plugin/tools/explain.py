@@ -29,7 +29,7 @@ from basicsr.utils import tensor2img
 from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
 from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, load_option_file, resolve_device
-from interir_plugin.utils.padding import crop_to, pad_to_multiple
+from interir_plugin.utils.padding import crop_to, pad_for_network
 
 
 def _to_display(t):
@@ -62,13 +62,13 @@ def _resize_to_max_side(rgb, max_side):
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
-def run_network(net, x, multiple):
-    """Forward ``x`` (padded to ``multiple``) with the auxiliary outputs when the net offers them.
+def run_network(net, x):
+    """Forward ``x`` (padded to what ``net`` accepts) with the auxiliary outputs when the net offers them.
 
     Returns:
         tuple: ``(stage outputs cropped back (list), aux dict or None)``.
     """
-    padded, size = pad_to_multiple(x, multiple)
+    padded, size = pad_for_network(x, net)
     with torch.no_grad():
         if 'return_aux' in inspect.signature(net.forward).parameters:
             out, aux = net(padded, return_aux=True)
@@ -219,7 +219,7 @@ def explain(option_path, input_path, out_dir, gt_path=None, device='auto', max_s
     rgb, scale = _resize_to_max_side(image.rgb, max_side)
     image.rgb = rgb
     x = torch.from_numpy(image.network_input(channels))[None].to(model.device)
-    outputs, aux = run_network(net, x, model.size_multiple)
+    outputs, aux = run_network(net, x)
     numbers = {'option_file': option_path, 'network': opt['network_g']['type'], 'input': input_path,
                'weights': (opt.get('path') or {}).get('pretrain_network_g'), 'input_size': list(x.shape[-2:]),
                'resize_scale': scale, 'stages': len(outputs)}

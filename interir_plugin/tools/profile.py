@@ -7,9 +7,7 @@ forward pass itself holds at once, above what was allocated before it: on CUDA f
 free events that the PyTorch profiler records with ``profile_memory=True`` (tensors only, not the Python
 interpreter or library code).
 """
-import contextlib
 import copy
-import logging
 import os
 import statistics
 import time
@@ -19,25 +17,7 @@ from basicsr.archs import build_network
 
 from interir_plugin.tools.loading import input_channels, load_option_file, resolve_device
 from interir_plugin.utils.complexity import model_complexity
-from interir_plugin.utils.padding import pad_to_multiple
-
-
-@contextlib.contextmanager
-def quiet_mmengine():
-    """Silence mmengine's per-operator "unsupported operator" warnings while counting multiply-adds.
-
-    They list element-wise operators (add, mul, softmax, ...) that the counter deliberately skips, which users
-    cannot act on.
-    """
-    from mmengine.logging import MMLogger
-
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+from interir_plugin.utils.padding import pad_for_network
 
 
 def _sync(device):
@@ -51,9 +31,9 @@ def _final(out):
 
 
 def example_input(net, input_shape, device):
-    """A ``1 x C x H x W`` uniform random input, reflect-padded to ``net.size_multiple`` (1 if absent)."""
+    """A ``1 x C x H x W`` uniform random input, reflect-padded to what ``net`` accepts (:func:`pad_for_network`)."""
     x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    return pad_to_multiple(x, getattr(net, 'size_multiple', 1))[0].to(device)
+    return pad_for_network(x, net)[0].to(device)
 
 
 def measure_latency(net, x, repeats=10, warmup=2):
@@ -139,8 +119,7 @@ def profile_network(net, input_shape=(3, 256, 256), device=None, repeats=10, war
         device = next(net.parameters()).device
     net = net.to(device).eval()
     x = example_input(net, input_shape, device)
-    with quiet_mmengine():
-        result = dict(model_complexity(net, tuple(x.shape[1:])))
+    result = dict(model_complexity(net, tuple(x.shape[1:])))
     result['input_shape'] = list(x.shape[1:])
     result['device'] = str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device)
     result['threads'] = torch.get_num_threads()

@@ -43,6 +43,12 @@ def pad_to_multiple(x, multiple, min_size=1):
     return x, (h, w)
 
 
+def pad_for_network(x, net):
+    """:func:`pad_to_multiple` with the sizes ``net`` declares: ``net.size_multiple`` and ``net.min_size`` (1 where
+    absent). ``net`` is the bare network (not a DDP / DataParallel wrapper)."""
+    return pad_to_multiple(x, getattr(net, 'size_multiple', 1), getattr(net, 'min_size', 1))
+
+
 def crop_to(x, size):
     """Crop a tensor or each tensor of a list/tuple to its top-left ``size = (H, W)``.
 
