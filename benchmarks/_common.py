@@ -14,6 +14,11 @@ def set_threads(n=2):
     os.environ.setdefault('OMP_NUM_THREADS', str(n))
 
 
+def summarize(values):
+    """``min``, ``median``, ``max`` of a list of measurements, and the list itself (``runs``)."""
+    return {'min': min(values), 'median': statistics.median(values), 'max': max(values), 'runs': list(values)}
+
+
 def timeit(fn, repeats=5, warmup=1):
     """Call ``fn`` ``warmup`` times, then ``repeats`` times; return min/median/max seconds and the raw list."""
     for _ in range(warmup):
@@ -23,7 +28,7 @@ def timeit(fn, repeats=5, warmup=1):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {'min': min(times), 'median': statistics.median(times), 'max': max(times), 'runs': times}
+    return summarize(times)
 
 
 def emit(name, results, rows, columns):

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, set_threads  # noqa: E402
+from _common import emit, set_threads, summarize  # noqa: E402
 
 
 def _alternating(fns, repeats):
@@ -35,7 +35,7 @@ def _alternating(fns, repeats):
             t0 = time.perf_counter()
             fn()
             runs[name].append(time.perf_counter() - t0)
-    return {name: {'min': min(r), 'median': float(np.median(r)), 'max': max(r)} for name, r in runs.items()}
+    return {name: summarize(r) for name, r in runs.items()}
 
 
 def bench_synthesis(patch, repeats):

@@ -14,15 +14,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import emit, set_threads
+from _common import emit, set_threads, summarize
 
 import interir_plugin  # noqa: F401  (applies the BasicSR shims, registers the archs)
 from interir_plugin.archs.econv import set_fused
 from interir_plugin.utils.complexity import model_complexity
-
-
-def _stats(values):
-    return {'min': min(values), 'median': statistics.median(values), 'max': max(values), 'runs': values}
 
 
 def main():
@@ -87,10 +83,10 @@ def main():
     results = {
         'input': [1, 3, size, size], 'conv64_input': [1, 64, 256, 256], 'repeats': args.repeats,
         'loadavg_before': load_before, 'loadavg_after': os.getloadavg(), 'params': params, 'macs': macs,
-        'seconds': {name: _stats(v) for name, v in wall.items()},
-        'cpu_seconds': {name: _stats(v) for name, v in cpu.items()},
-        'ratios_per_round': {name: _stats(v) for name, v in wall_ratios.items()},
-        'ratios_per_round_cpu_time': {name: _stats(v) for name, v in cpu_ratios.items()},
+        'seconds': {name: summarize(v) for name, v in wall.items()},
+        'cpu_seconds': {name: summarize(v) for name, v in cpu.items()},
+        'ratios_per_round': {name: summarize(v) for name, v in wall_ratios.items()},
+        'ratios_per_round_cpu_time': {name: summarize(v) for name, v in cpu_ratios.items()},
         'goals': goals,
     }
     rows = []
