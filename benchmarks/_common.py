@@ -19,8 +19,8 @@ def steady_malloc():
 
     With glibc's defaults every tensor above the (adaptive) mmap threshold, and the heap's top above the trim
     threshold, goes back to the kernel when freed, so the next forward page-faults it in again; which allocations
-    do depends on what ran before, and that makes the same convolution take 17 ms in one run and 28 ms in the
-    next. Raising the mmap, trim and top-pad settings to 256 MiB / 1 GiB (what ``MALLOC_MMAP_THRESHOLD_=268435456
+    do depends on what ran before, and that made the same convolution take anywhere from 17 to 37 ms. Raising
+    the mmap, trim and top-pad settings to 256 MiB / 1 GiB (what ``MALLOC_MMAP_THRESHOLD_=268435456
     MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=268435456`` set from the shell) gives every case its
     steady state. Returns True if applied (glibc found), else False.
     """
