@@ -42,6 +42,24 @@ def summarize(values):
     return {'min': min(values), 'median': statistics.median(values), 'max': max(values), 'runs': list(values)}
 
 
+def interleaved(cases, repeats, warmup=1):
+    """Time every callable of ``cases`` (name -> fn) once per round, in order, so slow phases of a shared machine
+    hit all cases alike; ``warmup`` untimed rounds first.
+
+    Returns:
+        tuple[dict, dict]: name -> seconds per timed round, by the wall clock and by process CPU time.
+    """
+    wall, cpu = {name: [] for name in cases}, {name: [] for name in cases}
+    for rnd in range(warmup + repeats):
+        for name, fn in cases.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            if rnd >= warmup:
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
 def timeit(fn, repeats=5, warmup=1):
     """Call ``fn`` ``warmup`` times, then ``repeats`` times; return min/median/max seconds and the raw list."""
     for _ in range(warmup):

@@ -16,26 +16,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, set_threads, summarize  # noqa: E402
-
-
-def _alternating(fns, repeats):
-    """Time each of ``fns`` (name -> callable) once per round, rounds alternating; min/median/max seconds."""
-    for fn in fns.values():
-        fn()  # warm-up
-    runs = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - t0)
-    return {name: summarize(r) for name, r in runs.items()}
+from _common import emit, interleaved, set_threads, summarize  # noqa: E402
 
 
 def bench_synthesis(patch, repeats):
@@ -45,8 +31,9 @@ def bench_synthesis(patch, repeats):
     rows, results = [], {}
     for category in CDD11_CATEGORIES:
         counter = iter(range(10**9))  # a new index per call: every run draws new parameters, as in training
-        t = _alternating({'decode': lambda: cv2.imdecode(png, cv2.IMREAD_UNCHANGED),
-                          'synth': lambda c=category, it=counter: synthesize(patch, c, 0, next(it))}, repeats)
+        wall, _ = interleaved({'decode': lambda: cv2.imdecode(png, cv2.IMREAD_UNCHANGED),
+                               'synth': lambda c=category, it=counter: synthesize(patch, c, 0, next(it))}, repeats)
+        t = {name: summarize(v) for name, v in wall.items()}
         ratio = t['synth']['min'] / t['decode']['min']
         ratio_median = t['synth']['median'] / t['decode']['median']
         results[category] = {**t, 'ratio': ratio, 'ratio_median': ratio_median}
@@ -72,7 +59,8 @@ def bench_reads(photos, passes):
         def full_pass(ds):
             return lambda: [ds[i] for i in range(n)]
 
-        t = _alternating({name: full_pass(ds) for name, ds in sets.items()}, passes)
+        wall, _ = interleaved({name: full_pass(ds) for name, ds in sets.items()}, passes)
+        t = {name: summarize(v) for name, v in wall.items()}
     rows = [{'backend': name, 'samples': n, 'samples_per_s': n / t[name]['min'],
              'samples_per_s_median': n / t[name]['median']} for name in sets]
     return t, rows

@@ -23,11 +23,10 @@ import argparse
 import math
 import os
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from _common import emit, set_threads, steady_malloc, summarize
+from _common import emit, interleaved, set_threads, steady_malloc, summarize
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import interir_plugin  # noqa: F401  (applies the BasicSR shims, registers the archs)
@@ -144,15 +143,8 @@ def main():
     if 'dgunet' in nets:
         cases['dgunet'] = lambda: nets['dgunet'][0](x)
     load_before = os.getloadavg()
-    wall, cpu = {name: [] for name in cases}, {name: [] for name in cases}
     with torch.inference_mode():
-        for rnd in range(args.repeats + 1):  # round 0 warms up
-            for name, fn in cases.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                fn()
-                if rnd:
-                    wall[name].append(time.perf_counter() - t0)
-                    cpu[name].append(time.process_time() - c0)
+        wall, cpu = interleaved(cases, args.repeats)
     set_fused(interir, True)
     goals = {'fused_speedup (unfused / fused)': '>= 1.5', 'mac_rate_fraction (InterIR / conv64)': '>= 0.5',
              'time_fraction (InterIR / DGUNet)': '<= 0.2'}

@@ -10,11 +10,10 @@ measurements, not presets: none of them is the specified model.
 import argparse
 import os
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from _common import emit, set_threads, steady_malloc, summarize
+from _common import emit, interleaved, set_threads, steady_malloc, summarize
 from torch import nn
 
 import interir_plugin  # noqa: F401  (applies the BasicSR shims, registers the archs)
@@ -72,14 +71,8 @@ def main():
     cases = {name: (lambda net=net: net(x)) for name, net in nets.items()}
     cases['conv64'] = lambda: F.conv2d(conv_in, conv_w, padding=1)
     load_before = os.getloadavg()
-    wall = {name: [] for name in cases}
     with torch.inference_mode():
-        for rnd in range(args.repeats + 1):  # round 0 warms up
-            for name, fn in cases.items():
-                t0 = time.perf_counter()
-                fn()
-                if rnd:
-                    wall[name].append(time.perf_counter() - t0)
+        wall, _ = interleaved(cases, args.repeats)
     fractions = {name: [info[name]['macs'] / wall[name][i] / (conv_macs / wall['conv64'][i])
                         for i in range(args.repeats)] for name in nets}
     results = {'input': [1, 3, 256, 256], 'repeats': args.repeats, 'malloc': malloc, 'loadavg_before': load_before,
