@@ -62,14 +62,7 @@ def interleaved(cases, repeats, warmup=1):
 
 def timeit(fn, repeats=5, warmup=1):
     """Call ``fn`` ``warmup`` times, then ``repeats`` times; return min/median/max seconds and the raw list."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return summarize(times)
+    return summarize(interleaved({'fn': fn}, repeats, warmup)[0]['fn'])
 
 
 def emit(name, results, rows, columns):
