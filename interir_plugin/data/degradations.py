@@ -7,6 +7,9 @@ Every degradation is a function ``f(img, rng=0, **params) -> (degraded, drawn)``
 * ``rng``: a ``numpy.random.Generator`` or an int seed (see :func:`make_rng`).
 * ``params``: each parameter is a fixed number or a ``(low, high)`` pair from which a value is drawn uniformly.
 * ``drawn``: the dict of values actually drawn (floats), so a sample can carry its degradation parameters.
+* ``maps``: optional dict that the function fills with the *physical maps* of what it did (``H x W`` float32 maps
+  and floats, e.g. the rain layer or the haze transmission; see each function). None (the default) costs nothing:
+  the degraded image is bit-identical either way, and no map is computed or kept.
 
 :func:`synthesize` composes several degradations in the fixed physical order of :data:`ORDER`
 (low light -> rain -> snow -> haze -> noise -> blur -> JPEG; ``shared/design/protocols.md``), with a generator
@@ -90,6 +93,12 @@ def _expand(mask, img):
     return np.repeat(mask[..., None], img.shape[2], axis=2)
 
 
+def _check_maps(maps, name):
+    if maps is not None and not isinstance(maps, dict):
+        raise TypeError(f'{name}: maps must be None or a dict to fill, got {type(maps).__name__}')
+    return maps
+
+
 def _max_channel(img):
     if img.ndim == 2:
         return img
@@ -131,7 +140,7 @@ def _streak_layer(rng, shape, count, length, angle, width):
                           borderMode=cv2.BORDER_CONSTANT)
 
 
-def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.05):
+def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.05, maps=None):
     """Retinex low light: relight ``J * L^(gamma - 1)`` with ``L`` the smoothed max-channel map, plus noise.
 
     Retinex writes ``J = R * L``; the same scene under the dimmer illumination ``L^gamma`` is
@@ -145,11 +154,13 @@ def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.0
             Default: (0.03, 0.08).
         smooth (float): Std of the Gaussian that smooths the max-channel map, as a fraction of the shorter
             side. Default: 0.05.
+        maps (dict | None): Filled with ``illumination`` (``L``, H x W), ``gain`` (``L^(gamma - 1)``, H x W, the
+            factor the image was multiplied by) and ``noise_sigma`` (float). Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'gamma', 'noise_sigma'}).
     """
-    img, rng = _float_image(img, 'low_light'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'low_light'), _as_rng(rng), _check_maps(maps, 'low_light')
     g = _draw(rng, gamma, 'low_light.gamma')
     sigma = _draw(rng, noise_sigma, 'low_light.noise_sigma')
     h, w = img.shape[:2]
@@ -161,11 +172,13 @@ def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.0
     gain = cv2.pow(np.maximum(light, 1e-3), g - 1.0)
     out = cv2.multiply(img, _expand(gain, img))
     out += _gaussian_field(rng, img.shape, sigma)
+    if maps is not None:
+        maps.update(illumination=light, gain=gain, noise_sigma=sigma)
     return np.clip(out, 0.0, 1.0, out=out), {'gamma': g, 'noise_sigma': sigma}
 
 
 def rain(img, rng=0, density=(0.002, 0.008), length=(10, 30), angle=(-25.0, 25.0), width=(0.5, 1.2),
-         intensity=(0.25, 0.6)):
+         intensity=(0.25, 0.6), maps=None):
     """Additive rain streaks: sparse impulses blurred by a rotated line kernel, added and clipped.
 
     Args:
@@ -176,22 +189,26 @@ def rain(img, rng=0, density=(0.002, 0.008), length=(10, 30), angle=(-25.0, 25.0
         angle (float | tuple): Streak angle from vertical, degrees. Default: (-25, 25).
         width (float | tuple): Std of the streak cross-section, pixels. Default: (0.5, 1.2).
         intensity (float | tuple): Peak brightness a streak adds. Default: (0.25, 0.6).
+        maps (dict | None): Filled with ``rain``: the additive streak layer (H x W, before clipping). Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'density', 'length', 'angle', 'width', 'intensity'}).
     """
-    img, rng = _float_image(img, 'rain'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'rain'), _as_rng(rng), _check_maps(maps, 'rain')
     p = {'density': _draw(rng, density, 'rain.density'), 'length': _draw(rng, length, 'rain.length', integer=True),
          'angle': _draw(rng, angle, 'rain.angle'), 'width': _draw(rng, width, 'rain.width'),
          'intensity': _draw(rng, intensity, 'rain.intensity')}
     h, w = img.shape[:2]
     streaks = _streak_layer(rng, (h, w), p['density'] * h * w, max(1, p['length']), p['angle'], p['width'])
-    out = img + _expand(streaks * np.float32(p['intensity']), img)
+    layer = streaks * np.float32(p['intensity'])
+    if maps is not None:
+        maps['rain'] = layer
+    out = img + _expand(layer, img)
     return np.clip(out, 0.0, 1.0, out=out), {k: float(v) for k, v in p.items()}
 
 
 def snow(img, rng=0, density=(0.003, 0.008), size=(0.5, 1.5), fall=(0, 6), angle=(-30.0, 30.0),
-         opacity=(0.7, 1.0)):
+         opacity=(0.7, 1.0), maps=None):
     """Snow: ``J (1 - M) + M`` with a synthetic flake mask ``M`` in [0, 1].
 
     Flakes are impulses widened into round Gaussian blobs of std ``size`` (peak kept) and smeared ``fall`` pixels
@@ -205,11 +222,12 @@ def snow(img, rng=0, density=(0.003, 0.008), size=(0.5, 1.5), fall=(0, 6), angle
         fall (int | tuple): Motion smear of a flake, pixels (0: round flakes). Default: (0, 6).
         angle (float | tuple): Fall direction from vertical, degrees. Default: (-30, 30).
         opacity (float | tuple): Opacity of the densest flake core. Default: (0.7, 1.0).
+        maps (dict | None): Filled with ``snow``: the flake mask ``M`` (H x W, in [0, 1]). Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'density', 'size', 'fall', 'angle', 'opacity'}).
     """
-    img, rng = _float_image(img, 'snow'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'snow'), _as_rng(rng), _check_maps(maps, 'snow')
     p = {'density': _draw(rng, density, 'snow.density'), 'size': _draw(rng, size, 'snow.size'),
          'fall': _draw(rng, fall, 'snow.fall', integer=True), 'angle': _draw(rng, angle, 'snow.angle'),
          'opacity': _draw(rng, opacity, 'snow.opacity')}
@@ -217,7 +235,10 @@ def snow(img, rng=0, density=(0.003, 0.008), size=(0.5, 1.5), fall=(0, 6), angle
     mask = _streak_layer(rng, (h, w), p['density'] * h * w, p['fall'] + 1, p['angle'], p['size'])
     ky = _peak_gaussian(p['size'])  # the streak layer widened the flakes across; round them along too
     mask = cv2.sepFilter2D(mask, -1, np.ones(1, np.float32), ky, borderType=cv2.BORDER_CONSTANT)
-    mask = _expand(np.clip(mask * np.float32(p['opacity']), 0.0, 1.0), img)
+    mask = np.clip(mask * np.float32(p['opacity']), 0.0, 1.0)
+    if maps is not None:
+        maps['snow'] = mask
+    mask = _expand(mask, img)
     out = cv2.multiply(img, 1.0 - mask)
     out += mask
     return out, {k: float(v) for k, v in p.items()}
@@ -253,7 +274,7 @@ def synthetic_depth(rng, shape, horizon=(0.3, 0.7), roughness=(0.1, 0.4)):
     return depth, {'horizon': hz, 'roughness': rough}
 
 
-def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
+def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None, maps=None):
     """Atmospheric scattering: ``J t + A (1 - t)``, ``t = exp(-beta d)``.
 
     Args:
@@ -264,11 +285,13 @@ def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
         airlight (float | tuple): Global atmospheric light ``A`` (grey). Default: (0.6, 1.0).
         depth (ndarray | None): ``H x W`` (or ``H x W x 1``) depth normalised to [0, 1] (1 = far; values
             outside are clipped); None draws a :func:`synthetic_depth`. Default: None.
+        maps (dict | None): Filled with ``transmission`` (``t``, H x W) and ``airlight`` (``A``, float).
+            Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'beta', 'airlight'} plus the synthetic depth's parameters).
     """
-    img, rng = _float_image(img, 'haze'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'haze'), _as_rng(rng), _check_maps(maps, 'haze')
     p = {'beta': _draw(rng, beta, 'haze.beta'), 'airlight': _draw(rng, airlight, 'haze.airlight')}
     h, w = img.shape[:2]
     if depth is None:
@@ -279,14 +302,17 @@ def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None):
         if d.shape != (h, w):
             raise ValueError(f'haze: depth map {d.shape} does not match the image {(h, w)}')
         d = np.clip(d, 0.0, 1.0)  # already normalised over the whole image: a crop keeps its depth range
-    t = _expand(cv2.exp(d * np.float32(-p['beta'])), img)
+    t = cv2.exp(d * np.float32(-p['beta']))
+    if maps is not None:
+        maps.update(transmission=t, airlight=p['airlight'])
+    t = _expand(t, img)
     a = np.float32(p['airlight'])
     out = cv2.multiply(img - a, t)
     out += a
     return out, p
 
 
-def noise(img, rng=0, sigma=25.0, quantize=False):
+def noise(img, rng=0, sigma=25.0, quantize=False, maps=None):
     """Additive white Gaussian noise of std ``sigma / 255``, clipped to [0, 1].
 
     Args:
@@ -295,12 +321,16 @@ def noise(img, rng=0, sigma=25.0, quantize=False):
         sigma (float | tuple): Noise std on the 0-255 scale (3-task protocol: 15, 25 or 50). Default: 25.
         quantize (bool): Round the result to 8-bit levels, as protocols that add noise to uint8 images and
             store uint8 (AirNet/PromptIR). Default: False.
+        maps (dict | None): Filled with ``noise_sigma``: the std on the [0, 1] scale (``sigma / 255``).
+            Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'sigma'}).
     """
-    img, rng = _float_image(img, 'noise'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'noise'), _as_rng(rng), _check_maps(maps, 'noise')
     s = _draw(rng, sigma, 'noise.sigma')
+    if maps is not None:
+        maps['noise_sigma'] = s / 255.0
     out = np.clip(img + _gaussian_field(rng, img.shape, s / 255.0), 0.0, 1.0)
     if quantize:
         out = np.round(out * 255.0) / np.float32(255.0)
@@ -323,7 +353,7 @@ def blur_kernel(kind, size, angle):
     return line / line.sum()
 
 
-def blur(img, rng=0, kind=('motion', 'gaussian'), size=(5, 21), angle=(0.0, 180.0)):
+def blur(img, rng=0, kind=('motion', 'gaussian'), size=(5, 21), angle=(0.0, 180.0), maps=None):
     """Blur with a motion (line) or Gaussian kernel.
 
     Args:
@@ -334,32 +364,39 @@ def blur(img, rng=0, kind=('motion', 'gaussian'), size=(5, 21), angle=(0.0, 180.
         size (int | tuple): Kernel support in pixels (odd). Default: (5, 21).
         angle (float | tuple): Motion direction, degrees (drawn for both kinds, used by 'motion').
             Default: (0, 180).
+        maps (dict | None): Filled with ``blur_kernel`` (the normalised kernel, k x k). Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'motion' (1.0 or 0.0), 'size', 'angle'}).
     """
-    img, rng = _float_image(img, 'blur'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'blur'), _as_rng(rng), _check_maps(maps, 'blur')
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     chosen = kinds[int(rng.integers(len(kinds)))]
     size_px = _draw(rng, size, 'blur.size', integer=True) | 1
     ang = _draw(rng, angle, 'blur.angle')
-    out = cv2.filter2D(img, -1, blur_kernel(chosen, size_px, ang), borderType=cv2.BORDER_REFLECT)
+    kernel = blur_kernel(chosen, size_px, ang)
+    if maps is not None:
+        maps['blur_kernel'] = kernel
+    out = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
     return out, {'motion': float(chosen == 'motion'), 'size': float(size_px), 'angle': ang}
 
 
-def jpeg(img, rng=0, quality=(30, 95)):
+def jpeg(img, rng=0, quality=(30, 95), maps=None):
     """JPEG compression at a drawn quality (OpenCV's encoder, which takes BGR order).
 
     Args:
         img (ndarray): float32 image in [0, 1], BGR (or grey).
         rng (Generator | int): Random generator or seed. Default: 0.
         quality (int | tuple): JPEG quality 1-100. Default: (30, 95).
+        maps (dict | None): Filled with ``jpeg_quality`` (float). Default: None.
 
     Returns:
         tuple: (degraded float32 image, {'quality'}).
     """
-    img, rng = _float_image(img, 'jpeg'), _as_rng(rng)
+    img, rng, maps = _float_image(img, 'jpeg'), _as_rng(rng), _check_maps(maps, 'jpeg')
     q = _draw(rng, quality, 'jpeg.quality', integer=True)
+    if maps is not None:
+        maps['jpeg_quality'] = float(q)
     ok, buf = cv2.imencode('.jpg', np.round(np.clip(img, 0, 1) * 255).astype(np.uint8),
                            [cv2.IMWRITE_JPEG_QUALITY, q])
     out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / np.float32(255.0)
@@ -408,7 +445,7 @@ def parse_spec(spec):
         if name not in spec:
             continue
         kwargs = dict(spec[name] or {})
-        allowed = set(inspect.signature(DEGRADATIONS[name]).parameters) - {'img', 'rng', 'depth'}
+        allowed = set(inspect.signature(DEGRADATIONS[name]).parameters) - {'img', 'rng', 'depth', 'maps'}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise ValueError(f'unknown parameter(s) {unknown} for degradation {name!r}; '
@@ -417,7 +454,7 @@ def parse_spec(spec):
     return tuple(steps)
 
 
-def synthesize(img, spec, seed=0, index=0, depth=None):
+def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
     """Apply a composite degradation in physical order with a generator derived from ``(seed, index)``.
 
     Args:
@@ -426,16 +463,65 @@ def synthesize(img, spec, seed=0, index=0, depth=None):
         seed (int): Experiment seed. Default: 0.
         index (int): Sample index. Default: 0.
         depth (ndarray | None): Depth map for haze (None: synthetic). Default: None.
+        return_maps (bool): Also return the physical maps of the composite (see :func:`composite_maps`); the
+            degraded image is bit-identical either way. Default: False.
 
     Returns:
-        tuple: (degraded float32 image, ``{'<degradation>.<param>': float}``).
+        tuple: (degraded float32 image, ``{'<degradation>.<param>': float}``), plus the maps dict when
+        ``return_maps``.
     """
     steps = spec if isinstance(spec, tuple) else parse_spec(spec)
     rng = make_rng(seed, index)
-    out = _float_image(img, 'synthesize')
-    drawn = {}
+    clean = out = _float_image(img, 'synthesize')
+    drawn, parts = {}, [] if return_maps else None
     for name, kwargs in steps:
         extra = {'depth': depth} if name == 'haze' else {}
+        if parts is not None:
+            parts.append({})
+            extra['maps'] = parts[-1]
         out, params = DEGRADATIONS[name](out, rng, **kwargs, **extra)
         drawn.update({f'{name}.{k}': v for k, v in params.items()})
-    return out, drawn
+    if parts is None:
+        return out, drawn
+    return out, drawn, composite_maps(clean, out, parts)
+
+
+def composite_maps(clean, degraded, parts):
+    """Merge the maps of the steps of one composite and add the additive ``layer`` it implies.
+
+    The maps, all ``H x W`` float32 unless said otherwise:
+
+    * ``illumination`` (``L``) and ``gain`` (``L^(gamma - 1)``, in (0, 1]): low light;
+    * ``rain``: the additive streak layer before clipping; ``snow``: the flake mask ``M`` in [0, 1];
+    * ``transmission`` (``t``) and ``airlight`` (``A``, float): haze;
+    * ``noise_sigma`` (float, [0, 1] scale): the std of the Gaussian noise added, low light's and
+      :func:`noise`'s combined as ``sqrt(s1^2 + s2^2)`` (before clipping, and before haze attenuates low light's);
+    * ``blur_kernel`` (k x k) and ``jpeg_quality`` (float) when the spec has blur or JPEG;
+    * ``layer`` (shape of the image): the additive layer ``R`` that makes
+      ``D = (J G + R) t + A (1 - t)`` exact, i.e. ``R = (D - A (1 - t)) / t - J G`` with ``G = gain``,
+      ``t = transmission``, ``A = airlight`` (1, 1 and 0 where the spec has no low light or haze). It holds the
+      rain, the snow (``M (1 - J G)``), the sensor noise and the clipping.
+
+    Args:
+        clean (ndarray): The clean image ``J``.
+        degraded (ndarray): The composite ``D``.
+        parts (list[dict]): The maps each step filled, in order.
+
+    Returns:
+        dict: The maps.
+    """
+    maps = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == 'noise_sigma' and key in maps:
+                value = float(np.hypot(maps[key], value))
+            maps[key] = value
+    base = clean * _expand(maps['gain'], clean) if 'gain' in maps else clean.copy()
+    layer = degraded.astype(np.float32, copy=True)
+    if 'transmission' in maps:
+        t = _expand(maps['transmission'], clean)
+        layer -= np.float32(maps['airlight']) * (1.0 - t)
+        layer /= t
+    layer -= base
+    maps['layer'] = layer
+    return maps
