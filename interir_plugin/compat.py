@@ -3,8 +3,10 @@
 The plugin supports BasicSR 1.4.2 from PyPI (2022) and newer BasicSR builds (git master, the
 ``basicsr-fixed`` distribution). Each shim below checks whether the installed BasicSR needs it, changes
 objects in memory only (no file on disk is patched) and records what it did in :data:`APPLIED`, so tests
-and ``interir`` can report it. This module imports nothing of the plugin; ``interir_plugin/__init__.py``
-imports it before anything touches ``basicsr``.
+and ``interir`` can report it. Of the plugin, this module imports only :mod:`interir_plugin.utils.checkpoint`
+(torch and the standard library: the one checkpoint loader) at import, and :mod:`interir_plugin.utils.resume` when
+:func:`apply` runs, after the ``functional_tensor`` alias; ``interir_plugin/__init__.py`` imports it before anything
+touches ``basicsr``.
 """
 import importlib
 import importlib.util
@@ -14,6 +16,8 @@ import os.path as osp
 import sys
 
 import torch
+
+from interir_plugin.utils.checkpoint import load_checkpoint
 
 #: name of each shim -> True if it acted in this process, False if it was not needed.
 APPLIED = {}
@@ -52,16 +56,6 @@ def alias_functional_tensor():
     return True
 
 
-def _torch_load_state(path, map_location):
-    """Load a training state or checkpoint without executing code from it; name the file on failure."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError ... depending on the damage
-        raise RuntimeError(f'Cannot load training state {path!r}: {type(err).__name__}: {err}. '
-                           'The file is truncated, corrupt, or holds objects that are not plain tensors and '
-                           'containers (refused for safety).') from err
-
-
 def _state_location():
     """``map_location`` for resume states: the current CUDA device when there is one, else the CPU."""
     if torch.cuda.is_available():
@@ -85,7 +79,7 @@ def latest_complete_state(state_dir):
     for it in sorted(iters, reverse=True):
         path = osp.join(state_dir, f'{it}.state')
         try:
-            _torch_load_state(path, 'cpu')
+            load_checkpoint(path, 'cpu', what='training state')
         except RuntimeError as err:
             print(f'[interir_plugin] skipping unreadable training state: {err}', file=sys.stderr, flush=True)
             continue
@@ -110,7 +104,7 @@ def load_resume_state(opt):
         path = opt['path'].get('resume_state')
     if path is None:
         return None
-    state = _torch_load_state(path, _state_location())
+    state = load_checkpoint(path, _state_location(), what='training state')
     check_resume(opt, state['iter'])
     return state
 
@@ -212,6 +206,26 @@ def patch_distributed_for_cpu():
     return acted
 
 
+def patch_resumable_sampler():
+    """BasicSR (1.4.2 and master) replays an interrupted epoch from its first batch with freshly seeded random
+    generators, so a resumed run differs from an uninterrupted one. Build the training sampler as
+    :class:`interir_plugin.utils.resume.ResumableSampler` (``basicsr.train.EnlargedSampler`` is looked up at call
+    time by ``create_train_val_dataloader``), which :class:`UnfoldingRestorationModel` tells where to continue.
+
+    Returns:
+        bool: True if replaced, False if already done.
+    """
+    import basicsr.train
+
+    from interir_plugin.utils.resume import ResumableSampler
+
+    if basicsr.train.EnlargedSampler is ResumableSampler:
+        return False
+    ORIGINALS['basicsr.train.EnlargedSampler'] = basicsr.train.EnlargedSampler
+    basicsr.train.EnlargedSampler = ResumableSampler
+    return True
+
+
 def apply():
     """Apply every shim that the installed BasicSR needs; idempotent. Returns :data:`APPLIED`."""
     if 'functional_tensor' not in APPLIED:
@@ -225,4 +239,5 @@ def apply():
             f'`pip install basicsr-fixed`. Import error: {err}') from err
     APPLIED['cpu_resume'] = patch_resume_state_loader() or APPLIED.get('cpu_resume', False)
     APPLIED['cpu_distributed'] = patch_distributed_for_cpu() or APPLIED.get('cpu_distributed', False)
+    APPLIED['resumable_sampler'] = patch_resumable_sampler() or APPLIED.get('resumable_sampler', False)
     return APPLIED

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import photo_crop, write_yaml
-from interir_plugin.cli._options import check_option_file
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+from interir_plugin.tools.options import check_option_file
 
 TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}
 

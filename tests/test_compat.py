@@ -20,7 +20,7 @@ def _tiny_state(path, it):
 
 
 def test_applied_reports_every_shim():
-    assert set(compat.APPLIED) == {'functional_tensor', 'cpu_resume', 'cpu_distributed'}
+    assert set(compat.APPLIED) == {'functional_tensor', 'cpu_resume', 'cpu_distributed', 'resumable_sampler'}
     assert interir_plugin.compat.apply() is compat.APPLIED  # idempotent
 
 

@@ -180,9 +180,10 @@ def test_projection_matches_exact_inverse_when_well_conditioned():
 def test_loader_errors_name_file_and_keys(shared_dir, tmp_path):
     ref, path = _official_file(shared_dir, 'dgunet_small_public.pt', tmp_path)
     wrong_width = DGUNet(**{**_kwargs(DGUNet, ref['config']), 'n_feat': 24})
-    with pytest.raises(ValueError, match=r'official\.pth.*shape mismatches: .*shallow_feat'):
+    with pytest.raises(ValueError, match=r'official\.pth.*shape mismatches \(\d+\): .*shallow_feat'):
         load_official_dgunet(wrong_width, path)
-    with pytest.raises(ValueError, match=r'missing keys: r1.*unexpected keys: basic\.r1.*DGUNet checkpoint'):
+    with pytest.raises(ValueError,
+                       match=r'missing keys \(\d+\): r1.*unexpected keys \(\d+\): basic\.r1.*DGUNet checkpoint'):
         load_official_dgunet(DGUNetPlus(**_kwargs(DGUNetPlus, ref['config'])), path)
     with pytest.raises(KeyError, match=r"official\.pth.*'params'"):
         load_official_dgunet(DGUNet(**_kwargs(DGUNet, ref['config'])), path, param_key='params')

@@ -16,13 +16,8 @@ from torch.nn import functional as F
 
 import interir_plugin  # noqa: F401  (shims first: basicsr is imported lazily below, after them)
 from conftest import PHOTO_NAMES, photo_crop
-from interir_plugin.models.unfolding_model import (
-    TRAIN_KEYS,
-    UnfoldingRestorationModel,
-    atomic_torch_save,
-    check_options,
-    load_checkpoint,
-)
+from interir_plugin.models.unfolding_model import TRAIN_KEYS, UnfoldingRestorationModel, check_options
+from interir_plugin.utils.checkpoint import atomic_torch_save, load_checkpoint
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
 from interir_plugin.utils.tiling import blend_window, self_ensemble_x8, tile_starts, tiled_apply
 

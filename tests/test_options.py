@@ -94,7 +94,7 @@ _LOADED = set()
 def test_option_file_builds(path, tmp_path, minicdd):
     from basicsr.models import build_model
 
-    from interir_plugin.cli._options import check_option_file
+    from interir_plugin.tools.options import check_option_file
 
     parts = os.path.relpath(path, os.path.join(REPO, 'options')).split(os.sep)
     kind = parts[-1].split('_')[0]

@@ -22,7 +22,8 @@ from conftest import REPO, photo_crop, write_yaml
 from interir_plugin.cli import main
 from interir_plugin.tools import imageio, leaderboard
 from interir_plugin.tools.infer import infer
-from interir_plugin.tools.loading import build_restorer, load_option_file, resolve_device
+from interir_plugin.tools.loading import build_restorer, resolve_device
+from interir_plugin.tools.options import load_option_file
 
 TINY_INTERIR = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'expand': 1}
 TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}

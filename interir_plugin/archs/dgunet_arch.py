@@ -32,13 +32,14 @@ Decisions where the port differs from the official code (outputs equal to 1e-4 o
   a residual). Official checkpoints are 3-channel. The official ``num_cab`` (ignored there) is not accepted,
   nor is DGUNet+'s ``scale_orsnetfeats`` (ignored there too); ``depth`` is honoured by both variants.
 """
-import os
 from types import SimpleNamespace
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
+
+from interir_plugin.utils.checkpoint import load_weights
 
 #: hidden width of the learned degradation operators phi / phi^T (a constant of the official code)
 GDM_FEATS = 64
@@ -424,33 +425,13 @@ def load_official_dgunet(net, path, param_key='state_dict'):
     Raises:
         FileNotFoundError: ``path`` does not exist.
         KeyError: the checkpoint has no ``param_key`` entry and is not a bare state dict.
-        ValueError: keys missing or unexpected, or shapes that differ; the message names them and the file.
+        CheckpointMismatchError: (a ``ValueError``) keys missing or unexpected, or shapes that differ; the message
+            names them and the file.
     """
-    if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        net = net.module
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'DGUNet checkpoint {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get(param_key), dict):
-        state = ckpt[param_key]
-    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    else:
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise KeyError(f'{path}: no {param_key!r} entry with weights (found {found})')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    own = net.state_dict()
-    problems = []
-    for what, keys in (('missing keys', [k for k in own if k not in state]),
-                       ('unexpected keys', [k for k in state if k not in own]),
-                       ('shape mismatches', [f'{k} (file {tuple(state[k].shape)}, net {tuple(v.shape)})'
-                                             for k, v in own.items() if k in state and state[k].shape != v.shape])):
-        if keys:
-            problems.append(f'{len(keys)} {what}: {", ".join(keys[:5])}{", ..." if len(keys) > 5 else ""}')
-    if problems:
+
+    def hint(state):
         variant = 'DGUNet' if any(k.startswith('basic.') for k in state) else 'DGUNetPlus'
-        raise ValueError(f'{path} does not fit {type(net).__name__}: ' + '; '.join(problems)
-                         + f'. The file looks like a {variant} checkpoint; check network_g type, n_feat, '
-                         'scale_unetfeats, scale_orsnetfeats and depth.')
-    net.load_state_dict(state, strict=True)
-    return net
+        return (f'The file looks like a {variant} checkpoint; check network_g type, n_feat, scale_unetfeats, '
+                'scale_orsnetfeats and depth.')
+
+    return load_weights(net, path, param_key, strict=True, fallback=None, hint=hint)

@@ -1,20 +1,5 @@
-"""Hand a parsed ``interir train|test`` over to BasicSR's pipelines, which parse ``sys.argv`` themselves."""
-import os
-import sys
-
-from interir_plugin.cli._options import check_option_file
-
-
-def basicsr_argv(args):
-    """Rebuild the argument list BasicSR's ``parse_options`` expects from our parsed arguments."""
-    argv = ['-opt', args.opt, '--launcher', args.launcher]
-    if getattr(args, 'auto_resume', False):
-        argv.append('--auto_resume')
-    if getattr(args, 'debug', False):
-        argv.append('--debug')
-    if args.force_yml:
-        argv += ['--force_yml', *args.force_yml]
-    return argv
+"""Arguments shared by ``interir train`` and ``interir test``, and their hand-over to
+:func:`interir_plugin.tools.pipelines.run_basicsr`."""
 
 
 def add_common_arguments(parser):
@@ -24,22 +9,17 @@ def add_common_arguments(parser):
                         help='override option entries, e.g. train:ema_decay=0.999 (BasicSR syntax)')
 
 
-def run_pipeline(pipeline_name, args):
-    """Run ``basicsr.<pipeline_name>`` with the experiment root in the current working directory."""
-    if not os.path.isfile(args.opt):
-        raise SystemExit(f'interir: option file not found: {args.opt}')
+def run_pipeline(kind, args):
+    """Run BasicSR's ``kind`` pipeline with the experiment root in the current working directory; bad option files
+    end the command with one line naming the file and key."""
+    import os
+
+    from interir_plugin.tools.options import OptionFileError
+    from interir_plugin.tools.pipelines import run_basicsr
+
     try:
-        check_option_file(args.opt, is_train=pipeline_name == 'train')
-    except ValueError as err:
-        raise SystemExit(f'interir {pipeline_name}: {err}') from None
-    if pipeline_name == 'train':
-        from basicsr.train import train_pipeline as pipeline
-    else:
-        from basicsr.test import test_pipeline as pipeline
-    saved = sys.argv
-    sys.argv = [f'interir {pipeline_name}', *basicsr_argv(args)]
-    try:
-        pipeline(os.getcwd())
-    finally:
-        sys.argv = saved
+        run_basicsr(kind, args.opt, os.getcwd(), args.force_yml, args.launcher, getattr(args, 'auto_resume', False),
+                    getattr(args, 'debug', False), log_stdout=False)
+    except OptionFileError as err:
+        raise SystemExit(f'interir {kind}: {err}') from None
     return 0

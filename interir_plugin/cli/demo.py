@@ -24,7 +24,7 @@ def run(args):
     from interir_plugin.tools.demo import demo
 
     if 'OMP_WAIT_POLICY' not in os.environ:
-        # OpenMP reads the variable once, when torch loads: run the demo in a child process that has it. With
+        # OpenMP reads the variable once, when torch is imported: run the demo in a child process that has it. With
         # torch's default, its threads spin-wait, and on a CPU shared with anything else each small operation
         # waits for a descheduled thread (InterIR-S forward 20 s instead of 0.3 s; docs/tools.md, "Speed").
         # Set OMP_WAIT_POLICY yourself (ACTIVE keeps the default) to run in this process.

@@ -1,11 +1,7 @@
 """Model class for multi-stage (deep unfolding) restoration networks on BasicSR's trainer."""
-import csv
 import difflib
-import glob
 import math
-import os
 import os.path as osp
-import uuid
 from collections import OrderedDict
 
 import torch
@@ -16,7 +12,10 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
+from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
 from interir_plugin.utils.padding import crop_to, pad_for_network
+from interir_plugin.utils.resume import gathered_rng_states, schedule_resume
 from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, tiled_apply
 
 #: Keys of ``train:`` read by BasicSR's trainer and SRModel (first) and by this model (second); see the model
@@ -79,96 +78,6 @@ def check_options(opt):
                          'edge_opt and frequency_opt are added to it')
     val = opt.get('val') or {}
     check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
-
-
-def atomic_torch_save(obj, path, retries=3):
-    """``torch.save`` that never leaves a partial file at ``path``.
-
-    The object goes to a hidden temporary file in the same folder, which is flushed and fsynced, then renamed
-    over ``path`` with ``os.replace`` (atomic on POSIX and Windows); the folder is fsynced so the rename
-    survives a power cut. A process killed mid-write leaves ``path`` as it was (plus a stale temporary file,
-    removed by the next save of the same name).
-
-    Args:
-        obj: What to save.
-        path (str): Destination.
-        retries (int): Attempts on ``OSError`` (network file systems fail transiently). Default: 3.
-    """
-    folder, name = osp.split(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    for stale in glob.glob(osp.join(glob.escape(folder), f'.{glob.escape(name)}.*.tmp')):
-        try:
-            os.remove(stale)
-        except OSError:
-            pass
-    for attempt in range(1, retries + 1):
-        tmp = osp.join(folder, f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-        try:
-            with open(tmp, 'xb') as f:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            break
-        except OSError as err:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            if attempt == retries:
-                raise OSError(f'cannot save {path} after {retries} attempts: {err}') from err
-            get_root_logger().warning(f'Saving {path} failed ({err}); retrying')
-    if hasattr(os, 'O_DIRECTORY'):  # POSIX: make the rename durable
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """Load a checkpoint with ``weights_only=True``; errors name the file.
-
-    Args:
-        path (str): Checkpoint file.
-        map_location: As ``torch.load``. Default: 'cpu'.
-
-    Returns:
-        dict: The loaded object.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, refused object type: the type varies with the damage
-        raise RuntimeError(f'cannot load checkpoint {path}: {type(err).__name__}: {err}. The file is truncated, '
-                           'corrupt, or holds objects other than tensors and plain containers (refused for safety).'
-                           ) from err
-
-
-def extract_state_dict(ckpt, param_key, path):
-    """The network weights in a loaded checkpoint, ``module.`` prefixes stripped.
-
-    Args:
-        ckpt (dict): Loaded checkpoint.
-        param_key (str | None): Entry holding the weights (``params``, ``params_ema``, ``state_dict`` for official
-            DGUNet checkpoints), or None when ``ckpt`` is the state dict itself. As BasicSR, a missing
-            ``params_ema`` falls back to ``params``.
-        path (str): File name, for error messages.
-
-    Returns:
-        OrderedDict: Parameter name -> tensor.
-    """
-    if param_key is not None:
-        if not isinstance(ckpt, dict) or param_key not in ckpt:
-            keys = list(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-            if isinstance(ckpt, dict) and 'params' in ckpt:
-                get_root_logger().info(f'{path}: no {param_key!r} entry, loading "params"')
-                param_key = 'params'
-            else:
-                raise KeyError(f'checkpoint {path} has no {param_key!r} entry (path.param_key_g); it holds {keys}')
-        ckpt = ckpt[param_key]
-    if not isinstance(ckpt, dict) or not all(torch.is_tensor(v) for v in ckpt.values()):
-        raise ValueError(f'checkpoint {path}: entry {param_key!r} is not a state dict of tensors')
-    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in ckpt.items())
 
 
 @MODEL_REGISTRY.register()
@@ -415,53 +324,27 @@ class UnfoldingRestorationModel(SRModel):
             self._summarise(records, dataset_name, current_iter, tb_logger)
 
     def _summarise(self, records, dataset_name, current_iter, tb_logger):
-        """Per-label, mean-over-labels and overall means; best values; CSV; log."""
-        metrics = list(self.opt['val']['metrics'])
-        if not records:
-            raise ValueError(f'validation dataset {dataset_name} is empty')
-        groups = OrderedDict()
-        for label, values in records:
-            groups.setdefault(label, []).append(values)
-        per_label = OrderedDict(
-            (label, {m: sum(v[m] for v in vals) / len(vals) for m in metrics}) for label, vals in groups.items()
-            if label is not None)
-        overall = {m: sum(v[m] for _, v in records) / len(records) for m in metrics}
-        if None in groups and per_label:
-            raise ValueError(f'validation dataset {dataset_name}: some batches have label_name and some do not')
-        label_mean = {m: sum(v[m] for v in per_label.values()) / len(per_label) for m in metrics} if per_label \
-            else dict(overall)
-        self.metric_results = dict(label_mean)
-        self._initialize_best_metric_results(dataset_name)
-        for m in metrics:
-            self._update_best_metric_result(dataset_name, m, label_mean[m], current_iter)
-        for label, values in per_label.items():
-            key = f'{dataset_name}/{label}'
+        """Per-label, mean-over-labels and overall means (:func:`~interir_plugin.utils.metrics.label_summary`); best
+        values; CSV; log."""
+        summary = label_summary(records, list(self.opt['val']['metrics']), f'validation dataset {dataset_name}')
+        self.metric_results = dict(summary['mean'])
+        for key, values in ((dataset_name, summary['mean']),
+                            *((f'{dataset_name}/{label}', summary['per_label'][label]) for label in summary['labels'])):
             self._initialize_best_metric_results(key)
-            for m in metrics:
+            for m in summary['metrics']:
                 self._update_best_metric_result(key, m, values[m], current_iter)
-        rows = [(label, len(groups[label]), per_label[label]) for label in per_label]
-        if per_label:
-            rows.append(('mean_over_labels', len(records), label_mean))
-        rows.append(('overall', len(records), overall))
-        self.label_metric_results = {'dataset': dataset_name, 'iter': current_iter, 'rows': rows}
-        self._write_metrics_csv(dataset_name, current_iter, metrics, rows)
+        self.label_metric_results = {'dataset': dataset_name, 'iter': current_iter, 'rows': summary_rows(summary)}
+        self._write_metrics_csv(dataset_name, current_iter, summary)
         self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
 
     @master_only
-    def _write_metrics_csv(self, dataset_name, current_iter, metrics, rows):
+    def _write_metrics_csv(self, dataset_name, current_iter, summary):
         folder = self.opt['path'].get('log')
         if folder is None:
             get_root_logger().warning('path.log is not set: per-label metrics are not written to CSV')
             return
-        path = osp.join(folder, 'metrics', f'{dataset_name}_{current_iter}.csv'.replace(os.sep, '_'))
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp'
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.writer(f)
-            writer.writerow(['dataset', 'iter', 'label', 'images', *metrics])
-            for label, count, values in rows:
-                writer.writerow([dataset_name, current_iter, label, count, *(f'{values[m]:.6f}' for m in metrics)])
-        os.replace(tmp, path)
+        path = osp.join(folder, 'metrics', f'{dataset_name}_{current_iter}.csv'.replace(osp.sep, '_'))
+        write_label_metrics_csv(path, dataset_name, current_iter, summary)
         self.metrics_csv_path = path
 
     def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
@@ -487,32 +370,39 @@ class UnfoldingRestorationModel(SRModel):
     # -------------------------------------------------------------------------------------------- checkpoints
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
-        """BasicSR's ``save_network`` (same file names and layout), written atomically."""
-        if current_iter == -1:
-            current_iter = 'latest'
+        """BasicSR's ``save_network`` (same file names and layout: ``{param_key: state dict}`` without ``module.``),
+        written atomically (:func:`~interir_plugin.utils.checkpoint.atomic_torch_save`)."""
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
-        save_dict = {}
-        for net_, key in zip(nets, keys):
-            state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = OrderedDict(
-                (k[len('module.'):] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
-        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
+        tag = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save({key: bare_state_dict(n) for n, key in zip(nets, keys)},
+                          osp.join(self.opt['path']['models'], f'{net_label}_{tag}.pth'))
 
-    @master_only
     def save_training_state(self, epoch, current_iter):
-        """BasicSR's ``save_training_state`` (``<iter>.state``: epoch, iter, optimizers, schedulers), atomic."""
+        """BasicSR's ``save_training_state`` (``<iter>.state``: epoch, iter, optimizers, schedulers), written
+        atomically by rank 0, plus ``rng``: the random generator states of every rank
+        (:mod:`interir_plugin.utils.resume`). Every rank calls it (the states are gathered)."""
         if current_iter == -1:
+            return
+        rng = gathered_rng_states(self.opt.get('dist', False))
+        if self.opt.get('rank', 0) != 0:
             return
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng}
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
+    def resume_training(self, resume_state):
+        """BasicSR's (optimizers, schedulers), then the data position and random generators of the saved run
+        (:func:`~interir_plugin.utils.resume.schedule_resume`), so the resumed run continues it exactly."""
+        super().resume_training(resume_state)
+        schedule_resume(self.opt, resume_state)
+
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        """Load weights with ``weights_only=True``; errors name the file and the offending keys.
+        """Load weights with ``weights_only=True`` (:func:`~interir_plugin.utils.checkpoint.load_weights`); errors
+        name the file and the offending keys.
 
         Args:
             net (nn.Module): Network (wrapped or bare).
@@ -521,25 +411,7 @@ class UnfoldingRestorationModel(SRModel):
                 whose shape differs are skipped with a warning. Default: True.
             param_key (str | None): Entry of the checkpoint holding the weights. Default: 'params'.
         """
-        logger = get_root_logger()
-        net = self.get_bare_model(net)
-        state = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
-        own = net.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}'
-                      for k in own if k in state and state[k].shape != own[k].shape]
-        arch = type(net).__name__
-        if strict and (missing or unexpected or mismatched):
-            details = [f'{title} ({len(keys)}): {", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""}'
-                       for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                                           ('shape mismatches', mismatched)) if keys]
-            raise RuntimeError(f'checkpoint {load_path} does not fit {arch} (network_g): ' + '; '.join(details)
-                               + '. Check network_g against the checkpoint, or set path.strict_load_g: false.')
-        for k in [m.split(':')[0] for m in mismatched]:
-            state.pop(k)
-        for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape-mismatched', mismatched)):
-            if keys:
-                logger.warning(f'Loading {load_path}: skipping {len(keys)} {title} keys: {keys[:8]}')
-        net.load_state_dict(state, strict=strict)
-        logger.info(f'Loaded {arch} from {load_path} (param key {param_key!r}).')
+        bare = load_weights(self.get_bare_model(net), load_path, param_key, strict,
+                            hint=lambda state: 'Check network_g against the checkpoint, or set path.strict_load_g: '
+                                               'false.')
+        get_root_logger().info(f'Loaded {type(bare).__name__} from {load_path} (param key {param_key!r}).')

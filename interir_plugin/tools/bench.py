@@ -10,12 +10,8 @@ come from :func:`interir_plugin.utils.complexity.model_complexity` at 3x256x256,
 does not depend on them). The degraded input itself is scored as a baseline row (PSNR/SSIM of LQ against GT,
 with the option file's ``val.metrics``).
 """
-import contextlib
 import copy
-import io
-import logging
 import os
-import sys
 
 import torch
 from basicsr.archs import build_network
@@ -26,15 +22,18 @@ from tqdm import tqdm
 
 from interir_plugin.tools import leaderboard
 from interir_plugin.tools.console import route_basicsr_log
-from interir_plugin.tools.loading import input_channels, load_option_file, resolve_device
+from interir_plugin.tools.loading import input_channels, resolve_device
+from interir_plugin.tools.options import load_option_file
+from interir_plugin.tools.pipelines import run_basicsr
 from interir_plugin.tools.profile import example_input, measure_latency
 from interir_plugin.utils.complexity import model_complexity
+from interir_plugin.utils.metrics import label_summary
 
 #: Input of the cost columns (C, H, W); C is replaced by the network's input channels.
 COST_INPUT = (3, 256, 256)
 
 
-def test_datasets(opt, option_path):
+def scored_datasets(opt, option_path):
     """The option file's datasets in BasicSR's test order (sorted keys), each with its ``phase`` set as BasicSR.
 
     Args:
@@ -65,43 +64,6 @@ def metrics_csv_path(root, opt, dataset_name):
     return os.path.join(root, 'results', opt['name'], 'metrics', file)
 
 
-def run_basicsr(kind, option_path, root='.', force_yml=None):
-    """Run BasicSR's ``train_pipeline`` or ``test_pipeline`` in this process with ``root`` as its root folder.
-
-    Dataset paths in the option file stay relative to the current directory; ``experiments/``, ``results/`` and
-    ``tb_logger/`` go under ``root``.
-
-    Args:
-        kind (str): ``'train'`` or ``'test'``.
-        option_path (str): Option file.
-        root (str): Root folder of BasicSR's outputs. Default: '.'.
-        force_yml (list[str] | None): BasicSR ``--force_yml`` entries (``key:sub=value``). Default: None.
-    """
-    from types import SimpleNamespace
-
-    from interir_plugin.cli._basicsr import basicsr_argv
-    from interir_plugin.cli._options import check_option_file
-
-    check_option_file(option_path, is_train=kind == 'train')  # typos fail before BasicSR creates folders
-    if kind == 'train':
-        from basicsr.train import train_pipeline as pipeline
-    elif kind == 'test':
-        from basicsr.test import test_pipeline as pipeline
-    else:
-        raise ValueError(f'run_basicsr: kind must be train or test, got {kind!r}')
-    argv = basicsr_argv(SimpleNamespace(opt=option_path, launcher='none', force_yml=force_yml))
-    saved = sys.argv
-    sys.argv = [f'interir {kind}', *argv]
-    printed = io.StringIO()  # BasicSR prints "Disable distributed." to stdout: keep it in the log, not the console
-    try:
-        with contextlib.redirect_stdout(printed):
-            pipeline(os.path.abspath(root))
-    finally:
-        sys.argv = saved
-        for line in printed.getvalue().splitlines():
-            logging.getLogger('basicsr').info(line)
-
-
 def device_overrides(device):
     """``--force_yml`` entries that put BasicSR's model on ``device`` (``num_gpu`` 0 for the CPU, else 1)."""
     return [f'num_gpu={0 if device.type == "cpu" else 1}']
@@ -118,7 +80,7 @@ def identity_scores(dataset_opt, metric_opts, progress=True):
         progress (bool): Progress bar on stderr. Default: True.
 
     Returns:
-        dict: As :func:`leaderboard.summarise`.
+        dict: :func:`~interir_plugin.utils.metrics.label_summary` of the input's scores.
     """
     dataset = build_dataset(copy.deepcopy(dataset_opt))
     records = []
@@ -130,9 +92,7 @@ def identity_scores(dataset_opt, metric_opts, progress=True):
         label = item.get('label_name')
         records.append((None if label is None else str(label),
                         {k: float(calculate_metric(data, o)) for k, o in metric_opts.items()}))
-    if not records:
-        raise ValueError(f'dataset {dataset_opt["name"]} is empty')
-    return leaderboard.summarise(records, list(metric_opts))
+    return label_summary(records, list(metric_opts), f'dataset {dataset_opt["name"]}')
 
 
 def network_cost(network_opt, device, repeats=5, warmup=1):
@@ -189,7 +149,7 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
             raise ValueError(f'{path}: option "name" is required (results go to results/<name>/)')
         if not (opt.get('path') or {}).get('pretrain_network_g'):
             log(f'WARNING: {path}: path.pretrain_network_g is not set; {opt["name"]} is scored with RANDOM weights')
-        datasets = test_datasets(opt, path)
+        datasets = scored_datasets(opt, path)
         csvs = [metrics_csv_path(root, opt, ds['name']) for ds in datasets]
         if rerun or not all(os.path.isfile(p) for p in csvs):
             log(f'testing {opt["name"]} ({path}) ...')

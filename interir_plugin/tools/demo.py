@@ -24,10 +24,12 @@ import time
 
 import yaml
 
-from interir_plugin.tools.bench import bench, run_basicsr
+from interir_plugin.tools.bench import bench
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.explain import explain
-from interir_plugin.tools.loading import load_option_file, resolve_device
+from interir_plugin.tools.loading import resolve_device
+from interir_plugin.tools.options import load_option_file
+from interir_plugin.tools.pipelines import run_basicsr
 
 #: Repository root (the demo's option files live in its ``options/``).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -28,7 +28,8 @@ from basicsr.utils import tensor2img
 
 from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
 from interir_plugin.tools.imageio import read_image
-from interir_plugin.tools.loading import build_restorer, input_channels, load_option_file, resolve_device
+from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
+from interir_plugin.tools.options import load_option_file
 from interir_plugin.utils.padding import crop_to, pad_for_network
 
 

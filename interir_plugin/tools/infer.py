@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from interir_plugin.tools.imageio import is_image_file, read_image, write_image
-from interir_plugin.tools.loading import build_restorer, input_channels, load_option_file, resolve_device
+from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
+from interir_plugin.tools.options import load_option_file
 
 
 def collect_inputs(input_path):

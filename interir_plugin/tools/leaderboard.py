@@ -13,6 +13,8 @@ Written files: ``leaderboard.csv`` (one row per model and dataset; columns :func
 import csv
 import os
 
+from interir_plugin.utils.tables import markdown_table
+
 #: Fixed leading columns of ``leaderboard.csv``; per-metric columns follow (see :func:`csv_columns`).
 BASE_COLUMNS = ('model', 'network', 'dataset', 'images', 'params', 'gmacs', 'latency_ms', 'device')
 #: Display name of the degraded-input baseline.
@@ -40,29 +42,6 @@ def read_metrics_csv(path):
     return {'dataset': rows[0]['dataset'], 'metrics': metrics, 'labels': labels,
             'per_label': {label: by_label[label] for label in labels},
             'mean': by_label.get('mean_over_labels', by_label['overall']), 'images': int(rows[-1]['images'])}
-
-
-def summarise(records, metrics):
-    """Per-label means, mean over labels and image count from per-image records (the model class's definitions).
-
-    Args:
-        records (list[tuple[str | None, dict]]): ``(label, {metric: value})`` per image.
-        metrics (list[str]): Metric names.
-
-    Returns:
-        dict: ``metrics``, ``labels``, ``per_label``, ``mean``, ``images`` as :func:`read_metrics_csv`.
-    """
-    groups = {}
-    for label, values in records:
-        groups.setdefault(label, []).append(values)
-    per_label = {label: {m: sum(v[m] for v in vals) / len(vals) for m in metrics}
-                 for label, vals in groups.items() if label is not None}
-    if per_label:
-        mean = {m: sum(v[m] for v in per_label.values()) / len(per_label) for m in metrics}
-    else:
-        mean = {m: sum(v[m] for _, v in records) / len(records) for m in metrics}
-    return {'metrics': list(metrics), 'labels': list(per_label), 'per_label': per_label, 'mean': mean,
-            'images': len(records)}
 
 
 def _datasets(rows):
@@ -118,24 +97,21 @@ def markdown(rows):
         group = [r for r in ranked(rows) if r['dataset'] == ds]
         metrics, labels = _union(group, 'metrics'), _union(group, 'labels')
         mean_name = 'mean over labels' if labels else 'mean'
-        lines += [f'### {ds} ({group[0]["images"]} images{f", {len(labels)} labels" if labels else ""})', '',
-                  '| model | network | params (M) | MACs (G) | latency (ms) | '
-                  + ' | '.join(f'{m.upper()} ({mean_name})' for m in metrics) + ' |',
-                  '|' + '---|' * (5 + len(metrics))]
-        for r in group:
-            params = None if r.get('params') is None else r['params'] / 1e6
-            lines.append(f'| {r["model"]} | {r["network"]} | {_cell(params, ".3f")} | {_cell(r.get("gmacs"), ".2f")} '
-                         f'| {_cell(r.get("latency_ms"), ".1f")} | '
-                         + ' | '.join(_cell(r['mean'].get(m), _metric_fmt(m)) for m in metrics) + ' |')
+        lines += [f'### {ds} ({group[0]["images"]} images{f", {len(labels)} labels" if labels else ""})', '']
+        lines += markdown_table(
+            ['model', 'network', 'params (M)', 'MACs (G)', 'latency (ms)', *(f'{m.upper()} ({mean_name})'
+                                                                         for m in metrics)],
+            [[r['model'], r['network'], _cell(None if r.get('params') is None else r['params'] / 1e6, '.3f'),
+              _cell(r.get('gmacs'), '.2f'), _cell(r.get('latency_ms'), '.1f'),
+              *(_cell(r['mean'].get(m), _metric_fmt(m)) for m in metrics)] for r in group])
         devices = sorted({r['device'] for r in group if r.get('device')})
         lines += ['', f'MACs: multiply-adds of one forward pass at 3x256x256 (mmengine); latency: median forward time '
                       f'at 1x3x256x256 on {", ".join(devices) or "-"}.', '']
         for m in metrics if labels else ():
-            lines += [f'{m.upper()} per label:', '', '| model | ' + ' | '.join(labels) + ' |',
-                      '|' + '---|' * (1 + len(labels))]
-            for r in group:
-                lines.append(f'| {r["model"]} | ' + ' | '.join(
-                    _cell(r['per_label'].get(lb, {}).get(m), _metric_fmt(m)) for lb in labels) + ' |')
+            lines += [f'{m.upper()} per label:', '']
+            lines += markdown_table(['model', *labels], [
+                [r['model'], *(_cell(r['per_label'].get(lb, {}).get(m), _metric_fmt(m)) for lb in labels)]
+                for r in group])
             lines.append('')
     return '\n'.join(lines)
 

@@ -11,37 +11,12 @@ import os
 import warnings
 
 import torch
-import yaml
 from basicsr.models import build_model
 
 #: ``network_g`` keys that hold the number of input channels, over the plugin's and BasicSR's archs.
 _IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'in_channels', 'in_c', 'in_nc')
 #: ``val:`` keys a tool passes on to the model (tiling and self-ensemble); the rest is about validation.
 _INFERENCE_VAL_KEYS = ('tile', 'tile_overlap', 'self_ensemble')
-
-
-def load_option_file(path):
-    """Read an option YAML file into a dict; errors name the file.
-
-    Args:
-        path (str): Option file.
-
-    Returns:
-        dict: The options.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'option file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        try:
-            opt = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ValueError(f'option file {path} is not valid YAML: {err}') from err
-    if not isinstance(opt, dict):
-        raise ValueError(f'option file {path} must hold a mapping, got {type(opt).__name__}')
-    net_opt = opt.get('network_g')
-    if not isinstance(net_opt, dict) or 'type' not in net_opt:
-        raise ValueError(f'option file {path}: network_g with a type is required')
-    return opt
 
 
 def resolve_device(device='auto'):
@@ -66,7 +41,7 @@ def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=N
     """Test-mode options for :class:`UnfoldingRestorationModel` built from any option file's contents.
 
     Args:
-        opt (dict): Options as read by :func:`load_option_file` (not modified).
+        opt (dict): Options as read by :func:`~interir_plugin.tools.options.load_option_file` (not modified).
         device (torch.device): Where the network runs.
         tile (int, optional): Overrides ``val.tile``. Default: None (keep the file's).
         tile_overlap (int, optional): Overrides ``val.tile_overlap``. Default: None (keep the file's).
@@ -94,7 +69,7 @@ def build_restorer(opt, device, option_path='option file', require_weights=False
     """Build :class:`UnfoldingRestorationModel` (test mode) for an option file's network.
 
     Args:
-        opt (dict): Options as read by :func:`load_option_file`.
+        opt (dict): Options as read by :func:`~interir_plugin.tools.options.load_option_file`.
         device (torch.device): Device; the model picks ``cuda`` for any CUDA device (BasicSR's rule).
         option_path (str): The option file's name, for messages. Default: 'option file'.
         require_weights (bool): Raise if ``path.pretrain_network_g`` is unset instead of warning that the network

@@ -15,7 +15,8 @@ import time
 import torch
 from basicsr.archs import build_network
 
-from interir_plugin.tools.loading import input_channels, load_option_file, resolve_device
+from interir_plugin.tools.loading import input_channels, resolve_device
+from interir_plugin.tools.options import load_option_file
 from interir_plugin.utils.complexity import model_complexity
 from interir_plugin.utils.padding import pad_for_network
 

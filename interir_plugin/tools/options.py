@@ -1,9 +1,12 @@
-"""Checks an option file before BasicSR reads it, so a typo fails at once with the file and key named, before any
-experiment folder is created or renamed (importing this module means ``interir_plugin`` is imported, so the registries
-are filled). The deeper checks stay where the knowledge is: datasets check their own
-keys and files, the model class its ``train``/``val`` keys, archs their argument values."""
+"""Option files: the one loader (:func:`load_option_file`) of every command and tool, and the check that runs before
+BasicSR reads a file, so a typo fails at once with the file and key named, before any experiment folder is created or
+renamed (importing this module means ``interir_plugin`` is imported, so the registries are filled). The deeper
+checks stay where the knowledge is: datasets check their own keys and files, the model class its ``train``/``val``
+keys, archs their argument values.
+"""
 import difflib
 import inspect
+import os
 
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
@@ -19,6 +22,11 @@ DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio
 DATASET_NON_NEGATIVE_INTS = ('num_worker_per_gpu',)
 
 
+class OptionFileError(ValueError):
+    """An option file that cannot be used (missing, not YAML, or failing :func:`check_option_file`), raised by
+    :func:`interir_plugin.tools.pipelines.run_basicsr` before BasicSR starts; the message names the file and key."""
+
+
 def _hint(key, known):
     close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
     return f' (did you mean {close[0]!r}?)' if close else ''
@@ -29,7 +37,18 @@ def _is_int(value):
 
 
 def load_option_file(path):
-    """Parse an option YAML; syntax errors name the file, line and column."""
+    """Read an option YAML file into a dict; errors name the file (and the line and column of a syntax error).
+
+    Every option file (train, test, or one read by a tool) needs ``network_g``: a mapping with a ``type``.
+
+    Args:
+        path (str): Option file.
+
+    Returns:
+        dict: The options.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'option file not found: {path}')
     try:
         with open(path, encoding='utf-8') as f:
             opt = yaml.safe_load(f)
@@ -39,6 +58,9 @@ def load_option_file(path):
         raise ValueError(f'{path}:{where}: not valid YAML: {getattr(err, "problem", err)}') from err
     if not isinstance(opt, dict):
         raise ValueError(f'{path}: an option file must be a mapping of keys, got {type(opt).__name__}')
+    net = opt.get('network_g')
+    if not isinstance(net, dict) or 'type' not in net:
+        raise ValueError(f'{path}: network_g must be a mapping with a "type" key (the network), got {net!r}')
     return opt
 
 
