@@ -1,0 +1,319 @@
+"""``interir audit``: every metric on constructed cases whose answer is known, then the command end to end."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from basicsr.archs import build_network
+from torch import nn
+
+from conftest import photo_crop, write_yaml
+from interir_plugin.archs.econv import EConv
+from interir_plugin.cli import main
+from interir_plugin.data.degradations import synthesize
+from interir_plugin.tools import audit as A
+
+TINY_INTERIR = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'expand': 1}
+TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(2)
+
+
+# ------------------------------------------------------------------------------------------- metric functions
+def test_auc_known_answers_and_brute_force():
+    assert A.auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert A.auc([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == 0.0
+    assert A.auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5  # ties count half
+    assert A.auc([1, 2, 3], [1, 1, 1]) is None and A.auc([1, 2, 3], [0, 0, 0]) is None
+    rng = np.random.default_rng(0)
+    scores, labels = rng.integers(0, 5, 60).astype(float), rng.random(60) < 0.4  # many ties
+    pos, neg = scores[labels], scores[~labels]
+    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    assert A.auc(scores, labels) == pytest.approx(brute)
+    with pytest.raises(ValueError, match='NaN'):
+        A.auc([np.nan, 1.0], [0, 1])
+
+
+def test_routing_equal_to_one_hot_label_is_perfect_and_shuffled_is_chance():
+    labels = [f'l{i % 4}' for i in range(200)]
+    one_hot = np.eye(4)[[int(v[1]) for v in labels]]
+    accuracy, names, confusion = A.nearest_centroid_accuracy(one_hot, labels)
+    assert accuracy == 1.0 and names == ['l0', 'l1', 'l2', 'l3'] and np.trace(confusion) == 200
+    assert A.chance_rate(labels) == 0.25
+    rng = np.random.default_rng(1)
+    shuffled = [A.nearest_centroid_accuracy(one_hot[rng.permutation(200)], labels)[0] for _ in range(10)]
+    assert abs(np.mean(shuffled) - 0.25) < 0.06  # routing unrelated to the label: chance
+    assert A.chance_rate(['a', 'a', 'a', 'b']) == 0.75  # unbalanced: the majority's share
+
+
+def test_presence_auc_separable_and_unrelated():
+    present = np.array([True, False] * 20)
+    features = np.stack([present.astype(float), np.zeros(40)], 1)
+    assert A.presence_auc(features, present) == 1.0
+    rng = np.random.default_rng(2)
+    noise = [A.presence_auc(rng.normal(size=(40, 3)), present) for _ in range(20)]
+    assert abs(np.mean(noise) - 0.5) < 0.1
+    assert A.presence_auc(features[:3], [True, False, False]) is None  # one present image: no LOO centroid
+
+
+def test_block_mean_and_correlation():
+    m = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert np.array_equal(A.block_mean(m, 2, 2, 2), [[2.5, 4.5], [10.5, 12.5]])
+    assert A.block_mean(np.ones((5, 7)), 2, 2, 3).shape == (2, 3)  # whole blocks only
+    assert A.correlation([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert A.correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert A.correlation([1, 1, 1], [1, 2, 3]) is None
+
+
+# ------------------------------------------------------------------------- constructed networks, known answers
+class _Oracle(nn.Module):
+    """Returns the input as every stage and, as aux, Delta and a rain layer read off a flat grey background.
+
+    On a constant clean image ``c``, a rain-only composite is ``D = c + rain`` (no clipping below 0.6 + c), so
+    ``D - c`` is the synthesiser's rain layer; ``Delta = 1 - blockmean(D - c)`` (or its opposite) and
+    ``layer = D - c`` are exact.
+    """
+
+    size_multiple = 4
+
+    def __init__(self, background, sign):
+        super().__init__()
+        self.background, self.sign = background, sign
+
+    def forward(self, x, return_aux=False):
+        rain = x[:, :1] - self.background
+        pooled = F.avg_pool2d(rain, 4)
+        delta = 1 - pooled if self.sign == 'clamped' else pooled
+        aux = {'delta': [delta, delta], 'residual': [torch.tensor([2.0]), torch.tensor([1.0])],
+               'maps': [None, {'layer': rain.repeat(1, 3, 1, 1), 'gain': None}]}
+        return ([x, x], aux) if return_aux else [x, x]
+
+
+def _rain_samples(background=0.2, n=3, size=(48, 40)):
+    clean = np.full((*size, 3), background, np.float32)
+    samples = []
+    for i in range(n):
+        lq, _, maps = synthesize(clean, 'rain', 0, i, return_maps=True)
+        samples.append(A.Sample(f'{i}/rain', 'rain', lq, clean, ('rain',), maps))
+    return samples
+
+
+def test_delta_equal_to_the_rain_mask_gives_auc_one_and_the_other_sign_zero():
+    samples = _rain_samples()
+    assert all(s.lq.max() < 0.99 for s in samples)  # no clipping: D - c is the rain layer
+    result = A.audit_network(_Oracle(0.2, 'clamped'), samples, 'synthesised', log=lambda *_: None)
+    assert result['active_set_auc']['rain'] == pytest.approx(1.0) and result['active_set_images']['rain'] == 3
+    assert result['active_set_auc']['snow'] is None and result['active_set_auc_per_stage']['rain'] == [1.0, 1.0]
+    assert result['map_error']['layer'] < 1e-6 and set(result['map_error']) == {'layer'}  # absent keys skipped
+    assert result['map_error_per_stage']['layer'][0] is None
+    assert result['residual'] == [2.0, 1.0] and result['residual_falls'] == 1.0
+    assert result['stage_psnr_rises'] == 0.0 and result['stage_psnr'][0] == result['stage_psnr'][-1]
+    assert result['routing_accuracy'] is None and result['intervention_psnr_drop'] is None  # no EConv
+    assert any('routing' in n for n in result['notes'])
+    flipped = A.audit_network(_Oracle(0.2, 'passes'), samples, 'synthesised', log=lambda *_: None)
+    assert flipped['active_set_auc']['rain'] == pytest.approx(0.0)  # the sign is fixed, never chosen per run
+
+
+def _samples(categories=('low', 'rain', 'haze_snow'), n=2, size=(32, 36)):
+    samples = []
+    for i in range(n):
+        clean = photo_crop(('chelsea', 'coffee')[i], size, 30 * i, 40 * i).astype(np.float32) / 255
+        for c in categories:
+            lq, _, maps = synthesize(clean, c, 0, 11 * i + len(c), return_maps=True)
+            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, A._label_degradations(c, None), maps))
+    return samples
+
+
+def _interir_ignoring_routing():
+    """A tiny InterIR with every weight drawn at random (no zero-initialised head hides the routing), then every
+    EConv's expert kernels and prior coefficients zeroed: alpha and gamma have no effect on any kernel."""
+    torch.manual_seed(0)
+    net = build_network(dict(TINY_INTERIR)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+        for m in net.modules():
+            if isinstance(m, EConv):
+                m.experts.zero_()
+                m.theta.zero_()
+    return net
+
+
+class _Routed(nn.Module):
+    """``[x, x + EConv(x)]`` with a sharp router (its routing differs between dark and bright images) and only the
+    expert and prior branches (``W_0 = 0``); ``ignore_routing`` zeroes those branches too."""
+
+    def __init__(self, ignore_routing):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = EConv(3, 3, num_experts=2)
+        with torch.no_grad():
+            for p in self.conv.router.parameters():
+                p.normal_(0, 3.0)
+            self.conv.weight.zero_()
+            if ignore_routing:
+                self.conv.experts.zero_()
+                self.conv.theta.zero_()
+
+    def forward(self, x):
+        return [x, x + self.conv(x)]
+
+
+def test_network_that_ignores_its_routing_has_no_intervention_drop():
+    samples = _samples()
+    quiet = A.audit_network(_Routed(True), samples, 'synthesised', log=lambda *_: None)
+    assert quiet['intervention_psnr_drop'] == 0.0 and quiet['intervention_psnr_change'] == {'own': 0.0, 'other': 0.0}
+    live = A.audit_network(_Routed(False), samples, 'synthesised', log=lambda *_: None)
+    assert abs(live['intervention_psnr_drop']) > 0.05  # the same net with routed branches: the intervention bites
+    assert live['routing_dims'] == 2 + 5 and live['routing_chance'] == pytest.approx(1 / 3)
+    assert 0 <= live['routing_accuracy'] <= 1 and set(live['routing_auc']) == set(A.COMPONENTS)
+    interir = _interir_ignoring_routing()
+    result = A.audit_network(interir, samples, 'synthesised', log=lambda *_: None)
+    assert result['intervention_psnr_drop'] == pytest.approx(0.0, abs=1e-5)  # batch-size rounding only
+    assert result['routing_dims'] == 7 * sum(isinstance(m, EConv) for m in interir.modules())
+
+
+def test_routing_probe_records_overrides_and_restores():
+    net = _Routed(False)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        before = net(x)[-1]
+        with A.RoutingProbe(net) as probe:
+            probe.reset()
+            recorded = net(x)[-1]
+            vectors = probe.vectors()
+            probe.set_override(vectors[::-1].copy())  # each image gets the other's routing
+            swapped = net(x)[-1]
+            probe.set_override(vectors)
+            same = net(x)[-1]
+            probe.override = None
+        after = net(x)[-1]
+    econvs = probe.econvs
+    assert vectors.shape == (2, 7 * len(econvs)) and np.allclose(vectors[0, :2].sum(), 1)
+    assert torch.allclose(before, recorded) and torch.allclose(before, same, atol=1e-5)
+    assert not torch.allclose(before, swapped, atol=1e-4) and torch.equal(before, after)
+    assert all('route' not in m.__dict__ for m in econvs)
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+def _write(path, rgb):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+    return str(path)
+
+
+def _option(tmp_path, network_g, name):
+    return write_yaml(tmp_path / f'{name}.yml', {'name': name, 'model_type': 'UnfoldingRestorationModel',
+                                                 'num_gpu': 0, 'network_g': network_g,
+                                                 'path': {'pretrain_network_g': None}})
+
+
+def test_audit_command_on_a_tiny_interir(tmp_path, capsys):
+    for i, name in enumerate(('chelsea', 'coffee')):
+        _write(tmp_path / 'clean' / f'{name}.png', photo_crop(name, (34, 40), 20 * i, 30))  # 34: padded
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny')
+    out = tmp_path / 'audit'
+    with pytest.warns(UserWarning, match='RANDOM weights'):
+        assert main(['audit', '-opt', opt, '--data', str(tmp_path / 'clean'), '--out', str(out), '--categories',
+                     'low_haze', 'rain', 'snow', '--seed', '3', '--device', 'cpu']) == 0
+    printed = capsys.readouterr().out
+    assert 'stage PSNR' in printed and 'routing accuracy' in printed and 'audit.json' in printed
+    result = json.load(open(out / 'audit.json'))
+    assert result['data_kind'] == 'synthesised' and result['labels'] == ['low_haze', 'rain', 'snow']
+    assert len(result['per_image']) == 6 and result['seed'] == 3
+    stages = TINY_INTERIR['num_stages'] + 1
+    assert len(result['stage_psnr']) == len(result['residual']) == stages
+    assert 0 <= result['stage_psnr_rises'] <= 1 and 0 <= result['residual_falls'] <= 1
+    assert 0 <= result['routing_accuracy'] <= 1 and result['routing_chance'] == pytest.approx(1 / 3, abs=1e-4)
+    assert all(0 <= result['active_set_auc'][k] <= 1 for k in ('rain', 'snow'))
+    assert -1 <= result['active_set_correlation']['transmission'] <= 1
+    assert -1 <= result['active_set_correlation']['illumination'] <= 1
+    assert isinstance(result['intervention_psnr_drop'], float)
+    markdown = (out / 'audit.md').read_text()
+    assert '| routing accuracy / chance |' in markdown and '## Active set' in markdown
+    figure = cv2.imread(str(out / 'audit.png'))
+    assert figure is not None and figure.shape[0] > 500
+    # the same seed gives the same images, hence the same numbers
+    with pytest.warns(UserWarning, match='RANDOM weights'):
+        again = A.audit(opt, str(tmp_path / 'clean'), str(tmp_path / 'again'), ['low_haze', 'rain', 'snow'], seed=3,
+                        device='cpu', log=lambda *_: None)
+    assert again['stage_psnr'] == pytest.approx(result['stage_psnr'], abs=1e-3)
+
+
+def _cdd_layout(root, labels=('low', 'rain'), n=2):
+    for i in range(n):
+        gt = photo_crop(('astronaut', 'coffee')[i], (32, 32), 40 * i, 30 * i).astype(np.float32) / 255
+        _write(os.path.join(root, 'clear', f'{i}.png'), (gt * 255).round().astype(np.uint8))
+        for label in labels:
+            lq = synthesize(gt, label, 1, i)[0]
+            _write(os.path.join(root, label, f'{i}.png'), (lq * 255).round().astype(np.uint8))
+
+
+def test_audit_of_a_labelled_set_and_of_dgunet(tmp_path):
+    _cdd_layout(str(tmp_path / 'cdd'))
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny')
+    with pytest.warns(UserWarning):
+        labelled = A.audit(opt, str(tmp_path / 'cdd'), str(tmp_path / 'a'), device='cpu', log=lambda *_: None)
+    assert labelled['data_kind'] == 'labelled' and labelled['labels'] == ['low', 'rain']
+    assert labelled['active_set_auc'] is None and labelled['map_error'] is None
+    assert any('labelled set has no synthesiser maps' in n for n in labelled['notes'])
+    assert labelled['routing_accuracy'] is not None and labelled['routing_auc']['low'] is not None
+    dg = _option(tmp_path, TINY_DGUNET, 'dg')
+    with pytest.warns(UserWarning):
+        result = A.audit(dg, str(tmp_path / 'cdd'), str(tmp_path / 'b'), categories=['rain'], device='cpu',
+                         log=lambda *_: None)
+    assert len(result['stage_psnr']) == TINY_DGUNET['depth'] + 2 and result['labels'] == ['rain']
+    assert result['residual'] is None and result['routing_accuracy'] is None
+    assert result['intervention_psnr_drop'] is None and 'stage PSNR' in result['headline']
+    assert (tmp_path / 'b' / 'audit.md').read_text().count('| n/a |') >= 3  # the rows that do not apply
+
+
+def test_audit_bad_inputs_name_what_is_wrong(tmp_path):
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny')
+    _write(tmp_path / 'clean' / 'a.png', photo_crop('coffee', (16, 16)))
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match="unknown CDD-11 category 'fog'"):
+        main(['audit', '-opt', opt, '--data', str(tmp_path / 'clean'), '--out', str(tmp_path / 'o'),
+              '--categories', 'fog', '--device', 'cpu'])
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match='nowhere.*is not a folder'):
+        main(['audit', '-opt', opt, '--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'o'),
+              '--device', 'cpu'])
+    os.makedirs(tmp_path / 'empty' / 'clear')
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match='has clear/ but no CDD-11 category folder'):
+        main(['audit', '-opt', opt, '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o'),
+              '--device', 'cpu'])
+    with pytest.raises(ValueError, match='max_images must be a positive int'):
+        A.load_samples(str(tmp_path / 'clean'), max_images=0)
+
+
+# ---------------------------------------------------------------------------------------------------- explain
+def test_explain_shows_the_synthesisers_maps(tmp_path):
+    clean = _write(tmp_path / 'clean.png', photo_crop('chelsea', (40, 44)))
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny')
+    with pytest.warns(UserWarning):
+        assert main(['explain', '-opt', opt, '--input', clean, '--category', 'low_haze_rain', '--seed', '2',
+                     '--out', str(tmp_path / 'ex'), '--device', 'cpu']) == 0
+    numbers = json.load(open(tmp_path / 'ex' / 'explain.json'))
+    assert numbers['category'] == 'low_haze_rain' and numbers['seed'] == 2
+    assert {'gain', 'illumination', 'rain', 'transmission', 'airlight', 'layer'} <= set(numbers['true_maps'])
+    assert 0 < numbers['true_maps']['gain']['mean'] < 1 and 0.6 <= numbers['true_maps']['airlight'] <= 1
+    assert len(numbers['stage_psnr']) == TINY_INTERIR['num_stages'] + 1  # the clean input is the target
+    assert 'active_set_map' in numbers and cv2.imread(str(tmp_path / 'ex' / 'explain.png')) is not None
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match='cannot be combined with --category'):
+        main(['explain', '-opt', opt, '--input', clean, '--gt', clean, '--category', 'rain', '--out',
+              str(tmp_path / 'ex2')])
+    from interir_plugin.tools.explain import explain
+
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"maps\['rain'\] is 3x3 but the input is 40x44"):
+        explain(opt, clean, str(tmp_path / 'ex3'), maps={'rain': np.zeros((3, 3))}, device='cpu')
+    with pytest.warns(UserWarning):
+        given = explain(opt, clean, str(tmp_path / 'ex4'), maps={'snow': np.full((40, 44), 0.5), 'airlight': 0.7},
+                        device='cpu')
+    assert given['numbers']['true_maps'] == {'snow': {'mean': 0.5, 'min': 0.5, 'max': 0.5}, 'airlight': 0.7}
