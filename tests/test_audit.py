@@ -54,6 +54,22 @@ def test_routing_equal_to_one_hot_label_is_perfect_and_shuffled_is_chance():
     assert A.chance_rate(['a', 'a', 'a', 'b']) == 0.75  # unbalanced: the majority's share
 
 
+def test_scene_dominated_routing_is_chance_when_the_scene_leaves_whole():
+    """Routing = scene embedding + noise, unrelated to the label, each scene in every label (the audit's design):
+    holding a scene out with all its versions gives chance; leaving one version out would not."""
+    rng = np.random.default_rng(3)
+    scenes, labels = np.repeat(np.arange(6), 4), np.tile(np.arange(4), 6)
+    rows = [rng.normal(size=(6, 8))[scenes] * 10 + rng.normal(size=(24, 8)) for _ in range(30)]
+    held_out = [A.nearest_centroid_accuracy(x, labels, scenes)[0] for x in rows]
+    assert abs(np.mean(held_out) - 0.25) < 0.06
+    present = labels % 2 == 0
+    assert abs(np.mean([A.presence_auc(x, present, scenes) for x in rows]) - 0.5) < 0.08
+    one_out = [A.presence_auc(x, present) for x in rows]
+    assert np.mean(one_out) < 0.3  # the bias the grouping removes
+    hot = np.eye(4)[labels] + rng.normal(size=(6, 4))[scenes] * 0.1
+    assert A.nearest_centroid_accuracy(hot, labels, scenes)[0] == 1.0
+
+
 def test_presence_auc_separable_and_unrelated():
     present = np.array([True, False] * 20)
     features = np.stack([present.astype(float), np.zeros(40)], 1)
@@ -128,7 +144,7 @@ def _samples(categories=('low', 'rain', 'haze_snow'), n=2, size=(32, 36)):
         clean = photo_crop(('chelsea', 'coffee')[i], size, 30 * i, 40 * i).astype(np.float32) / 255
         for c in categories:
             lq, _, maps = synthesize(clean, c, 0, 11 * i + len(c), return_maps=True)
-            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, A._label_degradations(c, None), maps))
+            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, A._label_degradations(c, None), maps, group=str(i)))
     return samples
 
 
@@ -210,22 +226,28 @@ def _write(path, rgb):
     return str(path)
 
 
-def _option(tmp_path, network_g, name):
+def _option(tmp_path, network_g, name, weights=False):
+    """Option file of ``network_g``; ``weights``: with a checkpoint of a seeded random initialisation."""
+    path = None
+    if weights:
+        torch.manual_seed(0)
+        path = str(tmp_path / f'{name}.pth')
+        torch.save({'params': build_network(dict(network_g)).state_dict()}, path)
     return write_yaml(tmp_path / f'{name}.yml', {'name': name, 'model_type': 'UnfoldingRestorationModel',
                                                  'num_gpu': 0, 'network_g': network_g,
-                                                 'path': {'pretrain_network_g': None}})
+                                                 'path': {'pretrain_network_g': path, 'param_key_g': 'params'}})
 
 
 def test_audit_command_on_a_tiny_interir(tmp_path, capsys):
     for i, name in enumerate(('chelsea', 'coffee')):
         _write(tmp_path / 'clean' / f'{name}.png', photo_crop(name, (34, 40), 20 * i, 30))  # 34: padded
-    opt = _option(tmp_path, TINY_INTERIR, 'tiny')
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny', weights=True)
     out = tmp_path / 'audit'
-    with pytest.warns(UserWarning, match='RANDOM weights'):
-        assert main(['audit', '-opt', opt, '--data', str(tmp_path / 'clean'), '--out', str(out), '--categories',
-                     'low_haze', 'rain', 'snow', '--seed', '3', '--device', 'cpu']) == 0
+    assert main(['audit', '-opt', opt, '--data', str(tmp_path / 'clean'), '--out', str(out), '--categories',
+                 'low_haze', 'rain', 'snow', '--seed', '3', '--device', 'cpu']) == 0
     printed = capsys.readouterr().out
     assert 'stage PSNR' in printed and 'routing accuracy' in printed and 'audit.json' in printed
+    assert result_keys_present(json.load(open(out / 'audit.json')))
     result = json.load(open(out / 'audit.json'))
     assert result['data_kind'] == 'synthesised' and result['labels'] == ['low_haze', 'rain', 'snow']
     assert len(result['per_image']) == 6 and result['seed'] == 3
@@ -236,16 +258,26 @@ def test_audit_command_on_a_tiny_interir(tmp_path, capsys):
     assert all(0 <= result['active_set_auc'][k] <= 1 for k in ('rain', 'snow'))
     assert -1 <= result['active_set_correlation']['transmission'] <= 1
     assert -1 <= result['active_set_correlation']['illumination'] <= 1
-    assert isinstance(result['intervention_psnr_drop'], float)
+    assert isinstance(result['intervention_psnr_drop'], float) and result['intervention_images'] == 6
+    assert 0 <= result['routing_accuracy_input'] <= 1 and 0 <= result['active_set_auc_input']['rain'] <= 1
+    assert result['weights'].endswith('tiny.pth') and result['routing_groups'] == 2
     markdown = (out / 'audit.md').read_text()
     assert '| routing accuracy / chance |' in markdown and '## Active set' in markdown
     figure = cv2.imread(str(out / 'audit.png'))
     assert figure is not None and figure.shape[0] > 500
     # the same seed gives the same images, hence the same numbers
-    with pytest.warns(UserWarning, match='RANDOM weights'):
-        again = A.audit(opt, str(tmp_path / 'clean'), str(tmp_path / 'again'), ['low_haze', 'rain', 'snow'], seed=3,
-                        device='cpu', log=lambda *_: None)
-    assert again['stage_psnr'] == pytest.approx(result['stage_psnr'], abs=1e-3)
+    again = A.audit(opt, str(tmp_path / 'clean'), str(tmp_path / 'again'), ['low_haze', 'rain', 'snow'], seed=3,
+                    device='cpu', log=lambda *_: None)
+    for key in ('stage_psnr', 'residual', 'routing_accuracy', 'intervention_psnr_drop'):
+        assert again[key] == pytest.approx(result[key], abs=1e-3), key
+    assert again['active_set_auc'] == pytest.approx(result['active_set_auc'], abs=1e-3)
+
+
+def result_keys_present(result):
+    """Every key issue 14 asks of audit.json."""
+    keys = ('stage_psnr', 'stage_psnr_rises', 'residual', 'residual_falls', 'routing_accuracy', 'routing_chance',
+            'routing_auc', 'active_set_auc', 'active_set_correlation', 'intervention_psnr_drop', 'map_error')
+    return all(k in result for k in keys) and set(result['routing_auc']) == set(A.COMPONENTS)
 
 
 def _cdd_layout(root, labels=('low', 'rain'), n=2):

@@ -19,10 +19,13 @@ Metrics (``audit.json`` keys; every mean is over images unless said otherwise):
 - ``residual``: mean data-fidelity residual ``||P x Q - z||`` after each step (InterIR's ``aux['residual']``);
   ``residual_falls``: share of images whose final residual is below their first.
 - ``routing_accuracy``: leave-one-image-out nearest-centroid accuracy of the label from the *routing vector* (the
-  ``alpha`` and ``gamma`` of every EConv call of the forward pass, concatenated, raw Euclidean distance);
-  ``routing_chance``: the share of the most frequent label (what always guessing it scores; ``1/K`` for
-  ``K`` balanced labels). ``routing_auc``: per component (low, haze, rain, snow) present in some images and absent
-  from others, the AUC of the leave-one-out score ``|r - c_absent|^2 - |r - c_present|^2``.
+  ``alpha`` and ``gamma`` of every EConv call of the forward pass, concatenated, raw Euclidean distance). The image
+  left out is a *clean* image with all its degraded versions (``Sample.group``): the label centroids come from the
+  other scenes only. (Leaving out one degraded version while its siblings stay biases the score whenever the scene
+  dominates the routing, as in an untrained network: for a random InterIR-S that gave a rain AUC of 0.00.)
+  ``routing_chance``: the share of the most frequent label (what always guessing it scores; ``1/K`` for ``K``
+  balanced labels). ``routing_auc``: per component (low, haze, rain, snow) present in some images and absent
+  from others, the AUC of the held-out score ``|r - c_absent|^2 - |r - c_present|^2``.
 - ``active_set_auc``: ``{rain, snow}``, per image with that component, the AUC of ``1 - Delta`` (channel mean
   and mean over steps) as a detector of the blocks where the synthesiser put rain (snow), then the mean over
   images; ``active_set_auc_per_stage`` the same per step. The comparison is at the network's resolution: the
@@ -35,11 +38,17 @@ Metrics (``audit.json`` keys; every mean is over images unless said otherwise):
   (AUC > 0.5 supports it; the AUC of ``Delta`` itself is one minus this). ``active_set_correlation``: Pearson
   correlation, per image, of ``Delta`` (channel and step mean) with the block means of the haze transmission
   ``t`` (images with haze) and of the illumination ``L`` (images with low light), then the mean.
-- ``intervention_psnr_drop``: every EConv's routing is replaced by the centroid routing of each label (one
-  batched forward per image); per image, the final output's PSNR (float, unrounded: the differences are below one
-  8-bit level) with its own label's centroid minus the mean PSNR with the other labels' centroids; the mean over
-  images. Equivalently, the PSNR change under another label's routing minus the change under its own;
-  positive when routing matters. ``intervention_psnr_change`` gives both changes against the unaltered run.
+- ``intervention_psnr_drop``: every EConv's routing is replaced by the held-out centroid routing of each label
+  (centroids over the other clean images, as above, so that the own label's centroid does not hold the image's
+  own routing; one batched forward per image); per image, the final output's PSNR (float, unrounded: the
+  differences may be below one 8-bit level) with its own label's centroid minus the mean PSNR with the other
+  labels' centroids; the mean over images. Equivalently, the PSNR change under another label's routing minus the
+  change under its own; positive when routing matters. ``intervention_psnr_change`` gives both changes against
+  the unaltered run.
+- References that need no network, so that a figure can be read against what the input alone gives:
+  ``routing_accuracy_input``, the same held-out nearest-centroid accuracy on six input statistics (per-channel
+  mean and standard deviation of the degraded image), and ``active_set_auc_input``, the same AUC for the block
+  mean of the degraded image's max channel (bright streaks and flakes are visible in the input itself).
 - ``map_error``: when the network returns physical estimates (``aux['maps']``: a dict per stage output with
   ``gain``, ``transmission``, ``airlight``, ``layer``), the mean absolute error of the final entry against the
   synthesiser's maps: ``gain`` on images with low light, ``transmission`` and ``airlight`` on images with haze,
@@ -117,33 +126,54 @@ def auc(scores, positives):
     return float((ranks[p].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def _loo_centroid_distances(features, groups, num_groups):
-    """Squared distance of each row to the centroid of each group without that row (inf where a group is empty)."""
+def held_out_centroids(features, classes, num_classes, groups=None):
+    """Per row, the centroid of each class over the rows of the *other* groups.
+
+    Args:
+        features (array-like): ``N x D``.
+        classes (array-like): ``N`` class indices in ``[0, num_classes)``.
+        num_classes (int): Number of classes.
+        groups (array-like | None): ``N`` group keys; a row's own group is held out with it. None: every row is
+            its own group (leave-one-out). Default: None.
+
+    Returns:
+        tuple: ``(N x num_classes x D centroids, N x num_classes counts)``; a centroid over no row is zero and its
+        count 0.
+    """
     x = np.asarray(features, np.float64)
-    sums = np.zeros((num_groups, x.shape[1]))
-    np.add.at(sums, groups, x)
-    counts = np.bincount(groups, minlength=num_groups).astype(np.float64)
-    own = np.eye(num_groups, dtype=bool)[groups]  # N x G: the row's own group
-    n = counts[None] - own  # N x G
-    cent = (sums[None] - own[..., None] * x[:, None]) / np.maximum(n, 1)[..., None]  # N x G x D
-    dist = ((x[:, None] - cent) ** 2).sum(-1)
-    dist[n == 0] = np.inf
+    classes = np.asarray(classes, int)
+    folds = np.arange(len(x)) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    sums = np.zeros((folds.max() + 1, num_classes, x.shape[1]))
+    counts = np.zeros((folds.max() + 1, num_classes))
+    np.add.at(sums, (folds, classes), x)
+    np.add.at(counts, (folds, classes), 1)
+    rest_sums, rest_counts = sums.sum(0)[None] - sums, counts.sum(0)[None] - counts  # everything but the fold
+    return (rest_sums / np.maximum(rest_counts, 1)[..., None])[folds], rest_counts[folds]
+
+
+def _held_out_distances(features, classes, num_classes, groups):
+    """Squared distance of each row to each held-out class centroid (inf where the centroid is over no row)."""
+    cent, counts = held_out_centroids(features, classes, num_classes, groups)
+    dist = ((np.asarray(features, np.float64)[:, None] - cent) ** 2).sum(-1)
+    dist[counts == 0] = np.inf
     return dist
 
 
-def nearest_centroid_accuracy(features, labels):
-    """Leave-one-out nearest-centroid classification of ``labels`` from ``features``.
+def nearest_centroid_accuracy(features, labels, groups=None):
+    """Held-out nearest-centroid classification of ``labels`` from ``features``.
 
     Args:
         features (array-like): ``N x D``.
         labels (sequence): ``N`` labels (any hashable).
+        groups (sequence | None): ``N`` group keys held out together (the audit: the clean image, so that all
+            degraded versions of a scene leave together); None: leave one row out. Default: None.
 
     Returns:
         tuple: ``(accuracy, label names in first-seen order, confusion counts (true x predicted) as lists)``.
     """
     names = list(dict.fromkeys(labels))
     y = np.array([names.index(v) for v in labels])
-    pred = _loo_centroid_distances(features, y, len(names)).argmin(1)
+    pred = _held_out_distances(features, y, len(names), groups).argmin(1)
     confusion = np.zeros((len(names), len(names)), int)
     np.add.at(confusion, (y, pred), 1)
     return float((pred == y).mean()), names, confusion.tolist()
@@ -155,16 +185,18 @@ def chance_rate(labels):
     return float(counts.max() / counts.sum())
 
 
-def presence_auc(features, present):
-    """AUC of the leave-one-out score ``|x - c_absent|^2 - |x - c_present|^2`` for a binary ``present``.
+def presence_auc(features, present, groups=None):
+    """AUC of the held-out score ``|x - c_absent|^2 - |x - c_present|^2`` for a binary ``present``.
 
-    Returns None unless each side has at least two rows (a leave-one-out centroid needs one row left).
+    Rows whose held-out centroids are not both defined are left out; None when fewer than two rows of each side
+    remain.
     """
     present = np.asarray(present, bool)
-    if present.sum() < 2 or (~present).sum() < 2:
+    dist = _held_out_distances(features, present.astype(int), 2, groups)
+    ok = np.isfinite(dist).all(1)
+    if (present & ok).sum() < 2 or (~present & ok).sum() < 2:
         return None
-    dist = _loo_centroid_distances(features, present.astype(int), 2)
-    return auc(dist[:, 0] - dist[:, 1], present)
+    return auc(dist[ok, 0] - dist[ok, 1], present[ok])
 
 
 def block_mean(m, scale, rows, cols):
@@ -203,10 +235,13 @@ class Sample:
         gt (ndarray): Clean image, same shape.
         degradations (tuple[str] | None): Degradation names (``low_light``, ``rain``, ...) when known.
         maps (dict | None): Synthesiser maps (``return_maps``), None for a stored pair. Default: None.
+        group (str | None): The clean image it was made from (its file); the routing metrics hold out every
+            sample of a group together. None: the sample is its own group. Default: None.
     """
 
-    def __init__(self, name, label, lq, gt, degradations, maps=None):
+    def __init__(self, name, label, lq, gt, degradations, maps=None, group=None):
         self.name, self.label, self.lq, self.gt, self.degradations, self.maps = name, label, lq, gt, degradations, maps
+        self.group = name if group is None else group
 
     @property
     def components(self):
@@ -250,7 +285,7 @@ def _clean_folder_samples(folder, categories, seed, max_images, max_side):
         for c in categories:
             lq, _, maps = synthesize(clean, c, seed, i * len(CDD11_CATEGORIES) + CDD11_CATEGORIES.index(c),
                                      return_maps=True)
-            samples.append(Sample(f'{key}/{c}', c, lq, clean, _label_degradations(c, None), maps))
+            samples.append(Sample(f'{key}/{c}', c, lq, clean, _label_degradations(c, None), maps, paths[key]))
     return samples
 
 
@@ -271,7 +306,8 @@ def _source_samples(source, seed, max_images, max_side, first_index):
             if lq.shape != gt.shape:
                 raise ValueError(f'size mismatch: {lq_path} is {lq.shape[:2]} but {gt_path} is {gt.shape[:2]} '
                                  f'(after the centre crop to {max_side})')
-            samples.append(Sample(name, source.label, lq, gt, _label_degradations(source.label, None)))
+            samples.append(Sample(name, source.label, lq, gt, _label_degradations(source.label, None),
+                                  group=gt_path))
             continue
         depth = None
         if source.depth_paths is not None:
@@ -279,7 +315,7 @@ def _source_samples(source, seed, max_images, max_side, first_index):
                 depth = _centre_crop(decode_depth(f.read(), source.depth_paths[j]), max_side)[..., 0]
         lq, _, maps = synthesize(gt, source.synthesis, seed, first_index + j, depth=depth, return_maps=True)
         samples.append(Sample(name, source.label, lq, gt, _label_degradations(source.label, source.synthesis),
-                              maps))
+                              maps, gt_path))
     return samples
 
 
@@ -415,6 +451,7 @@ def _active_set(sample, deltas, scale, rows, cols):
         positive = truth >= ACTIVE_SET_THRESHOLD[key]
         result[f'auc_{key}'] = auc(1 - mean_delta, positive)
         result[f'auc_{key}_per_stage'] = [auc(1 - d, positive) for d in deltas]
+        result[f'auc_{key}_input'] = auc(block_mean(sample.lq.max(2), scale, rows, cols), positive)
     for key in ('transmission', 'illumination'):
         truth = _true_grid(sample.maps, key, scale, rows, cols)
         if truth is not None:
@@ -470,6 +507,7 @@ def measure(net, sample, probe, device):
     record = {'name': sample.name, 'label': sample.label, 'input_psnr': psnr(x[0].cpu(), gt),
               'stage_psnr': [psnr(o[0, :3].cpu(), gt) for o in outputs],
               'final_psnr_float': psnr_float(outputs[-1][0, :3].cpu(), gt)}
+    record['input_stats'] = np.concatenate([sample.lq.mean((0, 1)), sample.lq.std((0, 1))])
     if probe.econvs:
         record['routing'] = probe.vectors()[0]
     aux = aux or {}
@@ -510,24 +548,28 @@ def intervene(net, sample, probe, centroids, device):
 
 # -------------------------------------------------------------------------------------------------- summary
 def _routing_summary(records, samples, notes):
-    """Routing accuracy, chance, component AUCs and the label centroids."""
+    """Routing accuracy, chance and component AUCs; also each image's held-out label centroids (intervention)."""
     if 'routing' not in records[0]:
         notes.append('routing: the network has no EConv')
         return {'routing_accuracy': None, 'routing_chance': None, 'routing_auc': None}, None
-    labels = [r['label'] for r in records]
+    labels, groups = [r['label'] for r in records], [s.group for s in samples]
     features = np.stack([r['routing'] for r in records])
-    out = {'routing_chance': chance_rate(labels), 'routing_dims': int(features.shape[1])}
-    if len(set(labels)) < 2:
-        notes.append('routing_accuracy: one label only')
+    out = {'routing_chance': chance_rate(labels), 'routing_dims': int(features.shape[1]),
+           'routing_groups': len(set(groups))}
+    if len(set(labels)) < 2 or len(set(groups)) < 2:
+        notes.append('routing_accuracy, routing_auc, intervention_psnr_drop: need two labels and two clean images '
+                     'or more (a clean image leaves with all its degraded versions)')
         out.update(routing_accuracy=None, routing_auc=None)
         return out, None
-    out['routing_accuracy'], names, confusion = nearest_centroid_accuracy(features, labels)
+    out['routing_accuracy'], names, confusion = nearest_centroid_accuracy(features, labels, groups)
+    stats = np.stack([r['input_stats'] for r in records])
+    out['routing_accuracy_input'] = nearest_centroid_accuracy(stats, labels, groups)[0]
     out['routing_confusion'] = {'labels': names, 'counts': confusion}
     known = [i for i, s in enumerate(samples) if s.components is not None]
-    out['routing_auc'] = {c: presence_auc(features[known], [c in samples[i].components for i in known])
-                          for c in COMPONENTS}
-    centroids = {n: features[[i for i, v in enumerate(labels) if v == n]].mean(0) for n in names}
-    return out, centroids
+    out['routing_auc'] = {c: presence_auc(features[known], [c in samples[i].components for i in known],
+                                          [groups[i] for i in known]) for c in COMPONENTS}
+    centroids, counts = held_out_centroids(features, [names.index(v) for v in labels], len(names), groups)
+    return out, (names, centroids, counts)
 
 
 def _stage_summary(records, notes):
@@ -555,7 +597,7 @@ def _active_set_summary(records, kind, notes):
             'a labelled set has no synthesiser maps' if kind == 'labelled' else 'the network returns no Delta'))
         return {'active_set_auc': None, 'active_set_correlation': None}
     out = {'active_set_score': '1 - Delta', 'active_set_threshold': dict(ACTIVE_SET_THRESHOLD),
-           'active_set_auc': {}, 'active_set_auc_per_stage': {}, 'active_set_images': {},
+           'active_set_auc': {}, 'active_set_auc_per_stage': {}, 'active_set_auc_input': {}, 'active_set_images': {},
            'active_set_correlation': {}}
     for key in ('rain', 'snow'):
         values = [a[f'auc_{key}'] for a in with_set if a.get(f'auc_{key}') is not None]
@@ -563,6 +605,8 @@ def _active_set_summary(records, kind, notes):
         out['active_set_images'][key] = len(values)
         stages = [a[f'auc_{key}_per_stage'] for a in with_set if a.get(f'auc_{key}') is not None]
         out['active_set_auc_per_stage'][key] = [_mean(s) for s in zip(*stages)] if stages else None
+        out['active_set_auc_input'][key] = _mean(a[f'auc_{key}_input'] for a in with_set
+                                                 if a.get(f'auc_{key}') is not None)
     for key in ('transmission', 'illumination'):
         out['active_set_correlation'][key] = _mean(a.get(f'corr_{key}') for a in with_set)
     return out
@@ -583,24 +627,29 @@ def _map_error_summary(records, notes):
 
 
 def _intervention_summary(net, samples, records, probe, centroids, device, log, notes):
+    """Per image: PSNR under its own label's held-out centroid routing minus the mean under the other labels'."""
     if centroids is None:
-        if 'routing' in records[0]:
-            notes.append('intervention_psnr_drop: needs two labels or more')
         return {'intervention_psnr_drop': None}
-    names = list(centroids)
-    table = np.stack([centroids[n] for n in names])
+    names, table, counts = centroids
     drops, own_change, other_change = [], [], []
     for i, (sample, record) in enumerate(zip(samples, records)):
-        values = intervene(net, sample, probe, table, device)
-        own = values[names.index(sample.label)]
-        others = [v for n, v in zip(names, values) if n != sample.label]
-        record['intervention'] = {'own': own, 'others': float(np.mean(others))}
-        drops.append(own - float(np.mean(others)))
+        own_index = names.index(sample.label)
+        usable = [k for k in range(len(names)) if counts[i, k] > 0]
+        if own_index not in usable or len(usable) < 2:
+            continue  # no held-out routing of its own label, or of no other label
+        values = dict(zip(usable, intervene(net, sample, probe, table[i, usable], device)))
+        own = values.pop(own_index)
+        others = float(np.mean(list(values.values())))
+        record['intervention'] = {'own': own, 'others': others}
+        drops.append(own - others)
         own_change.append(own - record['final_psnr_float'])
-        other_change.append(float(np.mean(others)) - record['final_psnr_float'])
+        other_change.append(others - record['final_psnr_float'])
         if (i + 1) % 20 == 0:
             log(f'  intervention {i + 1}/{len(samples)}')
-    return {'intervention_psnr_drop': float(np.mean(drops)),
+    if not drops:
+        notes.append('intervention_psnr_drop: no image has held-out centroids of its own label and of another')
+        return {'intervention_psnr_drop': None}
+    return {'intervention_psnr_drop': float(np.mean(drops)), 'intervention_images': len(drops),
             'intervention_psnr_change': {'own': float(np.mean(own_change)), 'other': float(np.mean(other_change))}}
 
 
@@ -652,7 +701,8 @@ def audit_network(net, samples, kind, device='cpu', log=print):
         result.update(_map_error_summary(records, notes))
         result.update(_intervention_summary(net, samples, records, probe, centroids, device, log, notes))
     result['notes'] = notes
-    result['per_image'] = [{k: v for k, v in r.items() if k not in ('routing', 'delta')} for r in records]
+    result['per_image'] = [{k: v for k, v in r.items() if k not in ('routing', 'delta', 'input_stats')}
+                           for r in records]
     result['_examples'] = _examples(samples, records)
     return result
 
@@ -688,10 +738,12 @@ def headline(result):
                      f'(falls in {100 * result["residual_falls"]:.0f}% of images)')
     if result.get('routing_accuracy') is not None:
         lines.append(f'routing accuracy {result["routing_accuracy"]:.2f} (chance {result["routing_chance"]:.2f}, '
-                     f'{result["routing_accuracy_over_chance"]:.1f}x)')
+                     f'{result["routing_accuracy_over_chance"]:.1f}x; input statistics alone '
+                     f'{result["routing_accuracy_input"]:.2f})')
     if result.get('active_set_auc'):
-        a = result['active_set_auc']
-        lines.append(f'active-set AUC (1 - Delta) rain {_fmt(a.get("rain"), 2)}, snow {_fmt(a.get("snow"), 2)}')
+        a, ref = result['active_set_auc'], result['active_set_auc_input']
+        lines.append(f'active-set AUC (1 - Delta) rain {_fmt(a.get("rain"), 2)}, snow {_fmt(a.get("snow"), 2)} '
+                     f'(input brightness: rain {_fmt(ref.get("rain"), 2)}, snow {_fmt(ref.get("snow"), 2)})')
     if result.get('intervention_psnr_drop') is not None:
         lines.append(f'intervention PSNR drop {result["intervention_psnr_drop"]:+.3f} dB')
     if result.get('map_error'):
@@ -718,18 +770,20 @@ def write_markdown(path, result):
     for label, values in result['stage_psnr_per_label'].items():
         lines.append(f'| {label} | {values[0]:.2f} | {values[-1]:.2f} |')
     if result.get('routing_accuracy') is not None:
-        lines += ['', '## Routing', '', f'Leave-one-out nearest-centroid accuracy {result["routing_accuracy"]:.3f}, '
-                  f'chance {result["routing_chance"]:.3f}, over {result["routing_dims"]} routing values per image.',
+        lines += ['', '## Routing', '', f'Held-out nearest-centroid accuracy {result["routing_accuracy"]:.3f} over '
+                  f'{result["routing_dims"]} routing values per image ({result["routing_groups"]} clean images, each '
+                  f'held out with all its versions); chance {result["routing_chance"]:.3f}; the same on six input '
+                  f'statistics {result["routing_accuracy_input"]:.3f}.',
                   '', '| component | AUC (present vs absent) |', '|---|---|']
         lines += [f'| {c} | {_fmt(v)} |' for c, v in (result.get('routing_auc') or {}).items()]
     if result.get('active_set_auc'):
         lines += ['', '## Active set', '', f'Score `1 - Delta` (Delta: channel and step mean); positives: block mean '
                   f'of the true map >= {result["active_set_threshold"]}.', '',
-                  '| map | AUC | images | per stage |', '|---|---|---|---|']
+                  '| map | AUC of 1 - Delta | images | per stage | input brightness AUC |', '|---|---|---|---|---|']
         for key, value in result['active_set_auc'].items():
             stages = result['active_set_auc_per_stage'].get(key) or []
             lines.append(f'| {key} | {_fmt(value)} | {result["active_set_images"][key]} | '
-                         f'{", ".join(_fmt(v, 2) for v in stages)} |')
+                         f'{", ".join(_fmt(v, 2) for v in stages)} | {_fmt(result["active_set_auc_input"][key])} |')
         corr = result['active_set_correlation']
         lines += ['', f'Correlation of Delta with transmission {_fmt(corr.get("transmission"))}, with illumination '
                   f'{_fmt(corr.get("illumination"))}.']
