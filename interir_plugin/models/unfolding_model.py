@@ -271,7 +271,9 @@ class UnfoldingRestorationModel(SRModel):
         return self_ensemble_x8(fn, lq) if self.self_ensemble else fn(lq)
 
     def test(self):
-        net = getattr(self, 'net_g_ema', self.net_g)
+        # the bare network: under DDP, BasicSR validates on rank 0 alone, and a DDP forward there would wait for
+        # the other ranks (buffer broadcast) forever
+        net = self.get_bare_model(getattr(self, 'net_g_ema', self.net_g))
         was_training = net.training
         net.eval()
         with torch.no_grad():
