@@ -349,3 +349,19 @@ def test_explain_shows_the_synthesisers_maps(tmp_path):
         given = explain(opt, clean, str(tmp_path / 'ex4'), maps={'snow': np.full((40, 44), 0.5), 'airlight': 0.7},
                         device='cpu')
     assert given['numbers']['true_maps'] == {'snow': {'mean': 0.5, 'min': 0.5, 'max': 0.5}, 'airlight': 0.7}
+
+
+def test_target_table_and_headline():
+    result = {'stage_psnr': [20.0, 20.7], 'stage_psnr_gain': 0.7, 'stage_psnr_rises': 0.9, 'residual_falls': None,
+              'routing_accuracy': None, 'active_set_auc': {'rain': 0.8, 'snow': None},
+              'intervention_psnr_drop': 1e-15, 'per_image': [{}] * 4}
+    met = {text: m for text, _, _, _, m in A.target_table(result)}
+    assert met['final - first stage PSNR (dB)'] is True and met['share of images whose residual falls'] is None
+    assert met['active-set AUC, rain'] is True and met['active-set AUC, snow'] is None
+    assert met['intervention PSNR drop (dB)'] is False  # rounding noise is no drop
+    result['intervention_psnr_drop'] = 0.2
+    assert {t: m for t, _, _, _, m in A.target_table(result)}['intervention PSNR drop (dB)'] is True
+    result['active_set_auc_input'] = {'rain': 0.9, 'snow': None}
+    text = A.headline(result)
+    assert '20.00 -> 20.70 dB (+0.70 dB; rises in 90% of 4 images)' in text and 'rain 0.80' in text
+    assert 'intervention PSNR drop +0.200 dB' in text and 'routing' not in text

@@ -75,6 +75,7 @@ from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.utils.padding import crop_to, pad_for_network
+from interir_plugin.utils.tables import markdown_table
 
 #: Components whose presence the routing AUCs and the active-set metrics test (CDD-11 category parts).
 COMPONENTS = ('low', 'haze', 'rain', 'snow')
@@ -665,7 +666,8 @@ def target_table(result):
     rows = []
     for key, op, threshold, text in TARGETS:
         value = _lookup(result, key)
-        met = None if value is None else (value >= threshold if op == '>=' else value > threshold)
+        # '>' asks for more than rounding noise: a drop of 1e-15 dB is no drop
+        met = None if value is None else (value >= threshold if op == '>=' else value > threshold + 1e-6)
         rows.append((text, value, op, threshold, met))
     return rows
 
@@ -751,39 +753,24 @@ def headline(result):
     return '\n'.join(lines)
 
 
-def write_markdown(path, result):
-    """``audit.md``: setup, targets, per-stage table, routing, active set, map errors, notes."""
-    lines = [f'# Audit of {result["network"]} ({result["option_file"]})', '',
-             f'Data: `{result["data"]}` ({result["data_kind"]}, {len(result["per_image"])} images, labels: '
-             f'{", ".join(result["labels"])}); seed {result["seed"]}; weights: `{result["weights"]}`.', '',
-             '## Headline', '', '| figure | value | target | met |', '|---|---|---|---|']
-    for text, value, op, threshold, met in target_table(result):
-        verdict = 'n/a' if met is None else 'yes' if met else 'no'
-        lines.append(f'| {text} | {_fmt(value)} | {op} {threshold} | {verdict} |')
-    lines += ['', '## Per stage', '', '| stage | PSNR (dB) | residual |', '|---|---|---|',
-              f'| input | {result["input_psnr"]:.2f} | |']
-    for k, value in enumerate(result['stage_psnr']):
-        res = result['residual'][k] if result.get('residual') else None
-        name = 'final' if k == len(result['stage_psnr']) - 1 else str(k + 1)
-        lines.append(f'| {name} | {value:.2f} | {_fmt(res, 4)} |')
-    lines += ['', '## Per label (stage PSNR, first -> final)', '', '| label | first | final |', '|---|---|---|']
-    for label, values in result['stage_psnr_per_label'].items():
-        lines.append(f'| {label} | {values[0]:.2f} | {values[-1]:.2f} |')
+def _markdown_sections(result):
+    """The optional sections of ``audit.md`` (routing, active set, intervention, maps, notes), as lines."""
+    lines = []
     if result.get('routing_accuracy') is not None:
         lines += ['', '## Routing', '', f'Held-out nearest-centroid accuracy {result["routing_accuracy"]:.3f} over '
                   f'{result["routing_dims"]} routing values per image ({result["routing_groups"]} clean images, each '
                   f'held out with all its versions); chance {result["routing_chance"]:.3f}; the same on six input '
-                  f'statistics {result["routing_accuracy_input"]:.3f}.',
-                  '', '| component | AUC (present vs absent) |', '|---|---|']
-        lines += [f'| {c} | {_fmt(v)} |' for c, v in (result.get('routing_auc') or {}).items()]
+                  f'statistics {result["routing_accuracy_input"]:.3f}.', '']
+        lines += markdown_table(['component', 'AUC (present vs absent)'],
+                                [[c, _fmt(v)] for c, v in (result.get('routing_auc') or {}).items()])
     if result.get('active_set_auc'):
         lines += ['', '## Active set', '', f'Score `1 - Delta` (Delta: channel and step mean); positives: block mean '
-                  f'of the true map >= {result["active_set_threshold"]}.', '',
-                  '| map | AUC of 1 - Delta | images | per stage | input brightness AUC |', '|---|---|---|---|---|']
-        for key, value in result['active_set_auc'].items():
-            stages = result['active_set_auc_per_stage'].get(key) or []
-            lines.append(f'| {key} | {_fmt(value)} | {result["active_set_images"][key]} | '
-                         f'{", ".join(_fmt(v, 2) for v in stages)} | {_fmt(result["active_set_auc_input"][key])} |')
+                  f'of the true map >= {result["active_set_threshold"]}.', '']
+        lines += markdown_table(
+            ['map', 'AUC of 1 - Delta', 'images', 'per stage', 'input brightness AUC'],
+            [[key, _fmt(value), result['active_set_images'][key],
+              ', '.join(_fmt(v, 2) for v in result['active_set_auc_per_stage'].get(key) or []),
+              _fmt(result['active_set_auc_input'][key])] for key, value in result['active_set_auc'].items()])
         corr = result['active_set_correlation']
         lines += ['', f'Correlation of Delta with transmission {_fmt(corr.get("transmission"))}, with illumination '
                   f'{_fmt(corr.get("illumination"))}.']
@@ -791,16 +778,38 @@ def write_markdown(path, result):
         change = result['intervention_psnr_change']
         lines += ['', '## Intervention', '', f'Own-label centroid routing changes the final PSNR by '
                   f'{change["own"]:+.3f} dB, other labels\' by {change["other"]:+.3f} dB: drop '
-                  f'{result["intervention_psnr_drop"]:+.3f} dB.']
+                  f'{result["intervention_psnr_drop"]:+.3f} dB ({result["intervention_images"]} images).']
     if result.get('map_error'):
-        lines += ['', '## Physical maps (mean absolute error)', '', '| map | final | per stage |', '|---|---|---|']
-        for key, value in result['map_error'].items():
-            lines.append(f'| {key} | {_fmt(value, 4)} | '
-                         f'{", ".join(_fmt(v, 4) for v in result["map_error_per_stage"][key])} |')
+        lines += ['', '## Physical maps (mean absolute error)', '']
+        per_stage = result['map_error_per_stage']
+        lines += markdown_table(['map', 'final', 'per stage'],
+                                [[key, _fmt(value, 4), ', '.join(_fmt(v, 4) for v in per_stage[key])]
+                                 for key, value in result['map_error'].items()])
     if result['notes']:
         lines += ['', '## Not measured', ''] + [f'- {n}' for n in result['notes']]
+    return lines
+
+
+def write_markdown(path, result):
+    """``audit.md``: setup, targets, per-stage and per-label tables, then :func:`_markdown_sections`."""
+    lines = [f'# Audit of {result["network"]} ({result["option_file"]})', '',
+             f'Data: `{result["data"]}` ({result["data_kind"]}, {len(result["per_image"])} images, labels: '
+             f'{", ".join(result["labels"])}); seed {result["seed"]}; weights: `{result["weights"]}`.', '',
+             '## Headline', '']
+    lines += markdown_table(['figure', 'value', 'target', 'met'],
+                            [[text, _fmt(value), f'{op} {threshold}', 'n/a' if met is None else 'yes' if met else 'no']
+                             for text, value, op, threshold, met in target_table(result)])
+    residual = result.get('residual') or [None] * len(result['stage_psnr'])
+    names = [str(k + 1) for k in range(len(result['stage_psnr']) - 1)] + ['final']
+    lines += ['', '## Per stage', '']
+    lines += markdown_table(['stage', 'PSNR (dB)', 'residual'],
+                            [['input', f'{result["input_psnr"]:.2f}', '']] +
+                            [[n, f'{p:.2f}', _fmt(r, 4)] for n, p, r in zip(names, result['stage_psnr'], residual)])
+    lines += ['', '## Per label (stage PSNR, first -> final)', '']
+    lines += markdown_table(['label', 'first', 'final'], [[label, f'{v[0]:.2f}', f'{v[-1]:.2f}']
+                                                          for label, v in result['stage_psnr_per_label'].items()])
     with open(path, 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
+        f.write('\n'.join(lines + _markdown_sections(result)) + '\n')
 
 
 def _text_panel(ax, text):
