@@ -104,8 +104,17 @@ def test_image_rules_channel_conversions(tmp_path):
     imageio.write_image(str(tmp_path / 'from_grey_net.png'), luma, rgb)  # 1-channel output into an RGB file
     back = cv2.imread(str(tmp_path / 'from_grey_net.png'), cv2.IMREAD_UNCHANGED)
     assert back.shape == (41, 30, 3) and (back[..., 0] == back[..., 2]).all()
-    with pytest.raises(ValueError, match='float32'):
-        imageio.read_image(_write(tmp_path / 'f.tif', np.zeros((4, 4), np.float32)))
+    flt = np.random.default_rng(1).random((4, 5), dtype=np.float32)  # float images are taken as they are
+    img = imageio.read_image(_write(tmp_path / 'f.tif', flt))
+    assert img.mode == 'grey' and img.dtype == np.float32 and np.array_equal(img.rgb[..., 1], flt)
+    imageio.write_image(str(tmp_path / 'out' / 'f.tif'), img.network_input(3), img)  # float in -> float32 out
+    back = cv2.imread(str(tmp_path / 'out' / 'f.tif'), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.float32 and np.allclose(back, flt, atol=1e-6)  # BT.601 of a grey triple: rounding only
+    with pytest.raises(ValueError, match=r'i32\.tif: unsupported pixel type int32'):
+        imageio.read_image(_write(tmp_path / 'i32.tif', np.zeros((4, 4), np.int32)))
+    with pytest.raises(ValueError, match=r'cannot decode image .*junk\.png'):
+        (tmp_path / 'junk.png').write_bytes(b'not an image')
+        imageio.read_image(str(tmp_path / 'junk.png'))
     with pytest.raises(ValueError, match='cannot read image'):
         imageio.read_image(str(tmp_path / 'missing.png'))
 

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
-from interir_plugin.data.sources import IMG_EXTENSIONS, decode_image
+from interir_plugin.utils.images import IMAGE_EXTENSIONS, decode_image
 
 #: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
 MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
@@ -161,7 +161,7 @@ def synth_folder(input_dir, out, categories=CDD11_CATEGORIES, seed=0, force=Fals
             raise ValueError(f'unknown category {c!r}; expected some of {", ".join(CDD11_CATEGORIES)}')
     if not osp.isdir(input_dir):
         raise FileNotFoundError(f'input folder not found: {input_dir}')
-    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(IMG_EXTENSIONS))
+    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(f'empty folder: no images found in {input_dir}')
     stems = [osp.splitext(n)[0] for n in names]
@@ -183,7 +183,7 @@ def image_folders(root):
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+        if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
             found.append(osp.relpath(folder, root))
     if not found:
         raise ValueError(f'no image folders found under {root}')
@@ -191,7 +191,7 @@ def image_folders(root):
 
 
 def _images(folder):
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def write_meta(root, out, force=False):

@@ -1,5 +1,5 @@
-"""Sources of the multi-degradation dataset: option checking, protocol files, pairing, image decoding and the
-index table that makes sampling balanced or proportional.
+"""Sources of the multi-degradation dataset: option checking, protocol files, pairing, depth-map decoding (images
+are decoded by :mod:`interir_plugin.utils.images`) and the index table that makes sampling balanced or proportional.
 
 A *source* is one labelled set of pairs: paired folders (``dataroot_gt`` + ``dataroot_lq``) or clean images with a
 synthesis spec. Items are addressed by *keys*: the file path relative to the folder without its extension on disk
@@ -11,12 +11,11 @@ import re
 
 import numpy as np
 import yaml
-from basicsr.utils import imfrombytes, scandir
+from basicsr.utils import scandir
 
 from interir_plugin.data.degradations import CDD11_CATEGORIES, parse_spec
+from interir_plugin.utils.images import IMAGE_EXTENSIONS, decode_image
 
-#: image file extensions scanned on disk (lower case; matched case-insensitively).
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 #: keys a source entry may have.
 SOURCE_KEYS = ('label', 'dataroot_gt', 'dataroot_lq', 'synthesis', 'io_backend', 'meta_info_file', 'repeat',
                'lq_to_gt', 'dataroot_depth')
@@ -160,13 +159,13 @@ def list_folder(folder, kind):
         raise FileNotFoundError(f'data folder not found: {folder}')
     found = {}
     for rel in sorted(scandir(folder, recursive=True)):
-        if rel.lower().endswith(IMG_EXTENSIONS):
+        if rel.lower().endswith(IMAGE_EXTENSIONS):
             key = _strip_ext(rel)
             if key in found:
                 raise ValueError(f'two images with the key {key!r} in {folder}: {found[key]} and {rel}')
             found[key] = osp.join(folder, rel)
     if not found:
-        raise ValueError(f'empty folder: no images ({", ".join(IMG_EXTENSIONS)}) found in {folder}')
+        raise ValueError(f'empty folder: no images ({", ".join(IMAGE_EXTENSIONS)}) found in {folder}')
     return found
 
 
@@ -319,41 +318,6 @@ class IndexTable:
 
 
 # ------------------------------------------------------------------------------------------------------ images
-def decode_image(content, path):
-    """Bytes -> float32 ``H x W x 3`` BGR image in [0, 1], with a clear error naming ``path``.
-
-    Conversion rule: grey (``H x W`` or one channel) is replicated to 3 channels; RGBA drops the alpha channel
-    (the stored colour is kept, as BasicSR's ``imread`` does); uint8 is divided by 255 and uint16 by 65535
-    (exact: 65535 -> 1.0); float images are taken as they are. Other layouts raise ``ValueError``.
-    """
-    if content is None:
-        raise KeyError(f'image not found: {path}')
-    if content[:2] == b'\xff\xd8' and b'\xff\xd9' not in content[-64:]:
-        # OpenCV decodes a truncated JPEG without error (grey bottom rows); its end-of-image marker is missing
-        raise OSError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
-    img = imfrombytes(content, flag='unchanged') if len(content) else None
-    if img is None:
-        raise OSError(f'cannot decode image {path}: the file is unreadable, truncated or not an image')
-    if img.ndim == 2:
-        img = img[..., None]
-    channels = img.shape[2]
-    if channels == 4:
-        img = img[..., :3]
-    elif channels not in (1, 3):
-        raise ValueError(f'{path}: unsupported channel count {channels} (expected 1, 3 or 4)')
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / np.float32(255.0)
-    elif img.dtype == np.uint16:
-        img = img.astype(np.float32) / np.float32(65535.0)
-    elif img.dtype in (np.float32, np.float64):
-        img = img.astype(np.float32)
-    else:
-        raise ValueError(f'{path}: unsupported pixel type {img.dtype} (expected uint8, uint16 or float)')
-    if channels == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
-
-
 def decode_depth(content, path):
     """Bytes of a depth map (grey, any bit depth; larger = farther) -> float32 ``H x W x 1`` min-max normalised
     to [0, 1] over the whole image (before any crop), the scale :func:`~interir_plugin.data.degradations.haze`

@@ -1,31 +1,23 @@
-"""Image files in and out for ``interir infer``: grey, RGB, RGBA, 8- and 16-bit, and the rules between them.
+"""Image files in and out for ``interir infer`` and ``interir explain``: the decoded image with what is needed to write
+the result back in the input's mode and sample type.
 
-Rules (documented in docs/tools.md):
-
-- Files are read with OpenCV as stored (``IMREAD_UNCHANGED``); 8-bit and 16-bit integer images are accepted,
-  anything else (float TIFF/EXR, 32-bit) is refused with an error naming the file.
-- The network sees an RGB float image in [0, 1] (16-bit: value / 65535). A grey image is repeated to three
-  channels for a three-channel network; an RGB image is reduced to luminance (ITU-R BT.601) for a one-channel
-  network.
-- The output has the input's mode and bit depth: grey in -> grey out (the RGB result reduced to BT.601
-  luminance), RGB -> RGB, RGBA -> RGB restored plus the input's alpha channel copied bit for bit, 8-bit ->
-  8-bit, 16-bit -> 16-bit (rounded, clipped). Grey+alpha files are decoded by OpenCV as RGBA and so written as
-  RGBA. The output format is the input's (its file extension).
+Reading follows the one rule of :mod:`interir_plugin.utils.images` (docs/data.md, "Image conversion rule"). The
+network sees RGB in [0, 1]; a grey image is repeated to three channels for a three-channel network and an RGB image
+is reduced to luminance (ITU-R BT.601) for a one-channel network. Writing (docs/tools.md, ``interir infer``): the
+output has the input's mode and sample type: grey in -> grey out (the RGB result reduced to BT.601 luminance),
+RGB -> RGB, RGBA -> RGB restored plus the input's alpha channel copied bit for bit, 8-bit -> 8-bit, 16-bit -> 16-bit
+(rounded, clipped), float -> float32 (clipped to [0, 1]). Grey+alpha files are decoded by OpenCV as RGBA and so
+written as RGBA. The output format is the input's (its file extension).
 """
 import os
 
 import cv2
 import numpy as np
 
-#: File extensions ``interir infer`` picks up in a folder (case-insensitive).
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm')
-_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+from interir_plugin.utils.images import FULL_SCALE, IMAGE_EXTENSIONS, decode, is_image_file
+
+__all__ = ['IMAGE_EXTENSIONS', 'LoadedImage', 'is_image_file', 'read_image', 'write_image']
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601 weights on R, G, B
-
-
-def is_image_file(path):
-    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS`."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
 class LoadedImage:
@@ -35,7 +27,7 @@ class LoadedImage:
         path (str): Source file.
         rgb (ndarray): ``H x W x 3`` float32 RGB in [0, 1] (for grey files, the grey value in every channel).
         mode (str): ``'grey'``, ``'rgb'`` or ``'rgba'``.
-        dtype (np.dtype): ``uint8`` or ``uint16``, the file's sample type.
+        dtype (np.dtype): The file's sample type (``uint8``, ``uint16``, ``float32`` or ``float64``).
         alpha (ndarray | None): ``H x W`` alpha channel in the file's dtype, for ``'rgba'``. Default: None.
     """
 
@@ -57,7 +49,7 @@ class LoadedImage:
 
 
 def read_image(path):
-    """Decode an image file (see the module rules).
+    """Decode an image file (see :mod:`interir_plugin.utils.images`); bad files raise ``ValueError`` naming them.
 
     Args:
         path (str): Image file.
@@ -65,23 +57,16 @@ def read_image(path):
     Returns:
         LoadedImage: The decoded image.
     """
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'cannot read image {path} (missing, not an image, or a format OpenCV cannot decode)')
-    if img.dtype not in _FULL_SCALE:
-        raise ValueError(f'{path}: {img.dtype} samples are not supported; use 8-bit or 16-bit integer images')
-    scale = _FULL_SCALE[img.dtype]
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        grey = img.astype(np.float32) / scale
-        return LoadedImage(path, np.repeat(grey[:, :, None], 3, axis=2), 'grey', img.dtype)
-    if img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise ValueError(f'{path}: images with shape {img.shape} are not supported (grey, RGB or RGBA)')
-    rgb = np.ascontiguousarray(img[:, :, 2::-1]).astype(np.float32) / scale  # OpenCV decodes BGR(A)
-    if img.shape[2] == 4:
-        return LoadedImage(path, rgb, 'rgba', img.dtype, alpha=img[:, :, 3].copy())
-    return LoadedImage(path, rgb, 'rgb', img.dtype)
+    try:
+        with open(path, 'rb') as f:
+            content = f.read()
+    except OSError as err:
+        raise ValueError(f'cannot read image {path}: {err.strerror or err}') from err
+    try:
+        img = decode(content, path)
+    except OSError as err:  # undecodable: bad input, reported like the other bad inputs of the tools
+        raise ValueError(str(err)) from err
+    return LoadedImage(path, np.ascontiguousarray(img.bgr[:, :, ::-1]), img.mode, img.dtype, img.alpha)
 
 
 def write_image(path, output, like):
@@ -99,8 +84,11 @@ def write_image(path, output, like):
         out = out[:, :, 0] if out.shape[2] == 1 else out @ _LUMA
     elif out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
-    scale = _FULL_SCALE[like.dtype]
-    q = np.clip(np.rint(np.clip(out, 0, 1) * scale), 0, scale).astype(like.dtype)
+    if like.dtype in FULL_SCALE:
+        scale = FULL_SCALE[like.dtype]
+        q = np.clip(np.rint(np.clip(out, 0, 1) * scale), 0, scale).astype(like.dtype)
+    else:  # float files get float32 back (no quantisation)
+        q = np.clip(out, 0, 1).astype(np.float32)
     if like.mode != 'grey':
         q = q[:, :, ::-1]  # RGB -> BGR for OpenCV
         if like.mode == 'rgba':
