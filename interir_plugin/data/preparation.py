@@ -26,8 +26,9 @@ class OverwriteError(FileExistsError):
     """A preparation step would overwrite existing output (pass ``force``)."""
 
 
-def _claim(path, force):
-    """Make sure ``path`` can be written: absent, or removed when ``force``; raise :class:`OverwriteError`."""
+def _delete_if_forced(path, force):
+    """Delete ``path`` (a file, or a folder with everything in it) when ``force``; if it exists and not ``force``,
+    raise :class:`OverwriteError`. Afterwards ``path`` is absent and can be written."""
     if osp.lexists(path):
         if not force:
             raise OverwriteError(f'{path} exists; pass --force (force=True) to replace it')
@@ -120,7 +121,7 @@ def make_minicdd(out, seed=0, force=False):
     if existing and not force:
         raise OverwriteError(f'{", ".join(existing)} exist(s); pass --force (force=True) to replace')
     for path in existing:
-        _claim(path, True)
+        _delete_if_forced(path, True)
     manifest = {'name': 'MiniCDD', 'seed': int(seed), 'categories': list(CDD11_CATEGORIES), 'splits': {}}
     offset = 0
     for split, photos in (('train', MINICDD_TRAIN_PHOTOS), ('test', MINICDD_TEST_PHOTOS)):
@@ -167,7 +168,7 @@ def synth_folder(input_dir, out, categories=CDD11_CATEGORIES, seed=0, force=Fals
     stems = [osp.splitext(n)[0] for n in names]
     if len(set(stems)) != len(stems):
         raise ValueError(f'{input_dir} holds two images with one name and different extensions')
-    _claim(out, force)
+    _delete_if_forced(out, force)
     images = []
     for name, stem in zip(names, stems):
         with open(osp.join(input_dir, name), 'rb') as f:
@@ -278,7 +279,7 @@ def make_lmdbs(root, out, force=False):
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})
             raise ValueError(f'{src_dir}: file names collide as LMDB keys (dots become _): {dup[:5]}')
-        _claim(target, True)
+        _delete_if_forced(target, True)
         os.makedirs(osp.dirname(target) or '.', exist_ok=True)
         # map size: 20x the files on disk covers PNG re-encoding of JPEG sources; LMDB only reserves it
         size = 20 * sum(osp.getsize(osp.join(src_dir, n)) for n in names) + (64 << 20)

@@ -213,6 +213,18 @@ class Source:
     """
 
     def __init__(self, entry, label_names, io_backend, where, cache=None):
+        self._check(entry, label_names, io_backend, where)
+        self._cache = {} if cache is None else cache
+        self.roots = {'gt': entry['dataroot_gt']}
+        self.lq_paths = self.depth_paths = None
+        if entry.get('dataroot_lq') is None:
+            self._list_clean(entry, where)
+        else:
+            self._pair(entry, where)
+        del self._cache
+
+    def _check(self, entry, label_names, io_backend, where):
+        """Validate the entry's keys and values; set ``label``, ``label_index``, ``kind``, ``repeat``, ``synthesis``."""
         check_keys(entry, SOURCE_KEYS, where)
         self.label = entry.get('label')
         if self.label is None:
@@ -224,11 +236,10 @@ class Source:
         self.repeat = entry.get('repeat', 1)
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or self.repeat < 1:
             raise ValueError(f'{where}.repeat must be an int >= 1, got {self.repeat!r}')
-        gt_root, lq_root = entry.get('dataroot_gt'), entry.get('dataroot_lq')
-        if gt_root is None:
+        if entry.get('dataroot_gt') is None:
             raise KeyError(f'{where}.dataroot_gt is required')
         synthesis = entry.get('synthesis')
-        if (lq_root is None) == (synthesis is None):
+        if (entry.get('dataroot_lq') is None) == (synthesis is None):
             raise ValueError(f'{where} needs exactly one of dataroot_lq (paired images) and synthesis (clean '
                              'images degraded on the fly)')
         self.synthesis = None if synthesis is None else parse_spec(synthesis)
@@ -236,47 +247,49 @@ class Source:
             raise ValueError(f'{where}.dataroot_depth is for synthesis sources (haze depth maps) only')
         if entry.get('lq_to_gt') is not None and synthesis is not None:
             raise ValueError(f'{where}.lq_to_gt is for paired sources only')
-        cache = {} if cache is None else cache
 
-        def listing(folder):
-            if folder not in cache:
-                cache[folder] = list_folder(folder, self.kind)
-            return cache[folder]
+    def _listing(self, folder):
+        """``{key: path}`` of ``folder``, listed once per dataset (sources share folders, e.g. CDD-11's clear/)."""
+        if folder not in self._cache:
+            self._cache[folder] = list_folder(folder, self.kind)
+        return self._cache[folder]
 
-        meta = entry.get('meta_info_file')
-        self.roots = {'gt': gt_root}
-        gt_list = listing(gt_root)
-        self.lq_paths = self.depth_paths = None
-        if lq_root is None:
-            keys = select_keys(gt_list, meta, gt_root)
-            self.gt_paths = [gt_list[k] for k in keys]
-            depth_root = entry.get('dataroot_depth')
-            if depth_root is not None:
-                self.roots['depth'] = depth_root
-                depth_list = listing(depth_root)
-                missing = [k for k in keys if k not in depth_list]
-                if missing:
-                    raise FileNotFoundError(f'{where}: {len(missing)} clean image(s) have no depth map in '
-                                            f'{depth_root}: {missing[:5]}')
-                self.depth_paths = [depth_list[k] for k in keys]
-        else:
-            self.roots['lq'] = lq_root
-            lq_list = listing(lq_root)
-            keys = select_keys(lq_list, meta, lq_root)
-            mapper = _Mapper(entry.get('lq_to_gt'), where)
-            gt_keys = [mapper(k, where) for k in keys]
-            missing = [(k, g) for k, g in zip(keys, gt_keys) if g not in gt_list]
+    def _list_clean(self, entry, where):
+        """Synthesis source: the clean images (``gt_paths``) and their depth maps (``depth_paths``, optional)."""
+        gt_root = entry['dataroot_gt']
+        gt_list = self._listing(gt_root)
+        keys = select_keys(gt_list, entry.get('meta_info_file'), gt_root)
+        self.gt_paths = [gt_list[k] for k in keys]
+        depth_root = entry.get('dataroot_depth')
+        if depth_root is not None:
+            self.roots['depth'] = depth_root
+            depth_list = self._listing(depth_root)
+            missing = [k for k in keys if k not in depth_list]
             if missing:
-                raise FileNotFoundError(f'{where}: {lq_list[missing[0][0]]} has no counterpart in {gt_root} '
-                                        f'(expected key {missing[0][1]!r}); {len(missing)} such image(s): '
-                                        f'{[m[0] for m in missing[:5]]}')
-            if mapper.rule is None and meta is None:
-                extra = sorted(set(gt_list) - set(keys))
-                if extra:
-                    raise FileNotFoundError(f'{where}: {gt_list[extra[0]]} is missing from {lq_root}; '
-                                            f'{len(extra)} image(s) of {gt_root} are missing there: {extra[:5]}')
-            self.lq_paths = [lq_list[k] for k in keys]
-            self.gt_paths = [gt_list[g] for g in gt_keys]
+                raise FileNotFoundError(f'{where}: {len(missing)} clean image(s) have no depth map in '
+                                        f'{depth_root}: {missing[:5]}')
+            self.depth_paths = [depth_list[k] for k in keys]
+
+    def _pair(self, entry, where):
+        """Paired source: LQ images (``lq_paths``) and their GT counterparts (``gt_paths``) by key or ``lq_to_gt``."""
+        gt_root, lq_root, meta = entry['dataroot_gt'], entry['dataroot_lq'], entry.get('meta_info_file')
+        self.roots['lq'] = lq_root
+        gt_list, lq_list = self._listing(gt_root), self._listing(lq_root)
+        keys = select_keys(lq_list, meta, lq_root)
+        mapper = _Mapper(entry.get('lq_to_gt'), where)
+        gt_keys = [mapper(k, where) for k in keys]
+        missing = [(k, g) for k, g in zip(keys, gt_keys) if g not in gt_list]
+        if missing:
+            raise FileNotFoundError(f'{where}: {lq_list[missing[0][0]]} has no counterpart in {gt_root} '
+                                    f'(expected key {missing[0][1]!r}); {len(missing)} such image(s): '
+                                    f'{[m[0] for m in missing[:5]]}')
+        if mapper.rule is None and meta is None:
+            extra = sorted(set(gt_list) - set(keys))
+            if extra:
+                raise FileNotFoundError(f'{where}: {gt_list[extra[0]]} is missing from {lq_root}; '
+                                        f'{len(extra)} image(s) of {gt_root} are missing there: {extra[:5]}')
+        self.lq_paths = [lq_list[k] for k in keys]
+        self.gt_paths = [gt_list[g] for g in gt_keys]
 
     def __len__(self):
         return len(self.gt_paths)
