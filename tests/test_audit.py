@@ -365,3 +365,22 @@ def test_target_table_and_headline():
     text = A.headline(result)
     assert '20.00 -> 20.70 dB (+0.70 dB; rises in 90% of 4 images)' in text and 'rain 0.80' in text
     assert 'intervention PSNR drop +0.200 dB' in text and 'routing' not in text
+
+
+def test_protocol_with_a_synthesis_source_and_a_paired_source(tmp_path):
+    _cdd_layout(str(tmp_path / 'cdd'), labels=('low',))
+    protocol = write_yaml(tmp_path / 'proto.yml', {
+        'name': 'proto', 'labels': ['rainy', 'low'], 'default_root': str(tmp_path / 'cdd'),
+        'splits': {'test': {'sources': [
+            {'label': 'rainy', 'dataroot_gt': '{root}/clear', 'synthesis': {'rain': {}}},
+            {'label': 'low', 'dataroot_gt': '{root}/clear', 'dataroot_lq': '{root}/low'}]}}})
+    samples, kind = A.load_samples(protocol, seed=5)
+    assert kind == 'labelled' and [s.label for s in samples] == ['rainy', 'rainy', 'low', 'low']
+    assert 'rain' in samples[0].maps and samples[2].maps is None
+    assert samples[0].components == frozenset({'rain'}) and samples[2].components == frozenset({'low'})
+    assert samples[0].group == samples[2].group  # the same clean file: held out together
+    again, _ = A.load_samples(protocol, seed=5)
+    assert np.array_equal(again[1].lq, samples[1].lq)
+    with pytest.raises(KeyError, match="no split 'test'"):
+        A.load_samples(write_yaml(tmp_path / 'p2.yml', {'name': 'p2', 'labels': ['a'], 'default_root': '.',
+                                                         'splits': {'train': {'sources': []}}}))
