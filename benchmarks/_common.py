@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: repeated timing with min/median/max, and JSON + markdown output."""
+"""Shared helpers of the benchmark scripts: the ``--quick`` flag, repeated timing with min/median/max, and JSON +
+markdown output."""
 import json
 import os
 import statistics
@@ -6,6 +7,10 @@ import sys
 import time
 
 import torch
+
+#: help text of every script's ``--quick`` flag.
+QUICK_HELP = ('a few seconds: tiny inputs and one timed round, to check that the script runs '
+              '(tests/test_benchmarks.py); its numbers mean nothing')
 
 
 def set_threads(n=2):
@@ -37,7 +42,12 @@ def steady_malloc():
                                                            (m_top_pad, 1 << 28)))
 
 
-def summarize(values):
+def add_quick_flag(parser):
+    """Add ``--quick`` (:data:`QUICK_HELP`) to a script's argument parser."""
+    parser.add_argument('--quick', action='store_true', help=QUICK_HELP)
+
+
+def spread(values):
     """``min``, ``median``, ``max`` of a list of measurements, and the list itself (``runs``)."""
     return {'min': min(values), 'median': statistics.median(values), 'max': max(values), 'runs': list(values)}
 
@@ -62,7 +72,7 @@ def interleaved(cases, repeats, warmup=1):
 
 def timeit(fn, repeats=5, warmup=1):
     """Call ``fn`` ``warmup`` times, then ``repeats`` times; return min/median/max seconds and the raw list."""
-    return summarize(interleaved({'fn': fn}, repeats, warmup)[0]['fn'])
+    return spread(interleaved({'fn': fn}, repeats, warmup)[0]['fn'])
 
 
 def emit(name, results, rows, columns):
@@ -74,11 +84,10 @@ def emit(name, results, rows, columns):
         rows (list[dict]): One dict per table row.
         columns (list[str]): Keys of ``rows`` to show, in order.
     """
+    from interir_plugin.utils.tables import markdown_table  # here: the parents of child-process benchmarks stay light
+
     doc = {'benchmark': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), **results}
     json.dump(doc, sys.stdout, indent=1, default=float)
     print('\n')
-    print('| ' + ' | '.join(columns) + ' |')
-    print('|' + '---|' * len(columns))
-    for row in rows:
-        cells = [f'{row[c]:.4g}' if isinstance(row[c], float) else str(row[c]) for c in columns]
-        print('| ' + ' | '.join(cells) + ' |')
+    cells = [[f'{row[c]:.4g}' if isinstance(row[c], float) else row[c] for c in columns] for row in rows]
+    print('\n'.join(markdown_table(columns, cells)))

@@ -10,7 +10,8 @@
    ``MultiDegradationPairedDataset`` from disk and from LMDBs made by ``interir prepare lmdb`` (whole images,
    decode and tensor conversion included), in samples per second of the best and the median full pass.
 
-One core: torch and OpenCV threads are 1. Run: ``.venv/bin/python benchmarks/bench_data.py``.
+One core: torch and OpenCV threads are 1. Run: ``.venv/bin/python benchmarks/bench_data.py`` (``--quick``: one run
+of each, one image).
 """
 import argparse
 import os
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, interleaved, set_threads, summarize  # noqa: E402
+from _common import add_quick_flag, emit, interleaved, set_threads, spread  # noqa: E402
 
 
 def bench_synthesis(patch, repeats):
@@ -33,7 +34,7 @@ def bench_synthesis(patch, repeats):
         counter = iter(range(10**9))  # a new index per call: every run draws new parameters, as in training
         wall, _ = interleaved({'decode': lambda: cv2.imdecode(png, cv2.IMREAD_UNCHANGED),
                                'synth': lambda c=category, it=counter: synthesize(patch, c, 0, next(it))}, repeats)
-        t = {name: summarize(v) for name, v in wall.items()}
+        t = {name: spread(v) for name, v in wall.items()}
         ratio = t['synth']['min'] / t['decode']['min']
         ratio_median = t['synth']['median'] / t['decode']['median']
         results[category] = {**t, 'ratio': ratio, 'ratio_median': ratio_median}
@@ -60,7 +61,7 @@ def bench_reads(photos, passes):
             return lambda: [ds[i] for i in range(n)]
 
         wall, _ = interleaved({name: full_pass(ds) for name, ds in sets.items()}, passes)
-        t = {name: summarize(v) for name, v in wall.items()}
+        t = {name: spread(v) for name, v in wall.items()}
     rows = [{'backend': name, 'samples': n, 'samples_per_s': n / t[name]['min'],
              'samples_per_s_median': n / t[name]['median']} for name in sets]
     return t, rows
@@ -71,12 +72,16 @@ def main():
     parser.add_argument('--repeats', type=int, default=50, help='timed runs per synthesis/decode figure')
     parser.add_argument('--passes', type=int, default=5, help='timed passes over the read benchmark set')
     parser.add_argument('--images', type=int, default=8, help='clean images of the read benchmark set')
+    add_quick_flag(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.passes, args.images = 1, 1, 1
     set_threads(1)
     cv2.setNumThreads(1)
 
     import interir_plugin  # noqa: F401  (shims before basicsr)
     from interir_plugin.data.preparation import load_skimage_photo, photo_tiles
+    from interir_plugin.utils.tables import markdown_table
 
     tiles = [t for name in ('astronaut', 'coffee', 'rocket', 'chelsea')
              for t in photo_tiles(load_skimage_photo(name), 300, 256, 256, 1, 2)]
@@ -88,11 +93,9 @@ def main():
          synth_rows, ['category', 'synth_ms_min', 'synth_ms_median', 'patches_per_s', 'decode_ms_min', 'ratio',
                       'ratio_median'])
     print()
-    print('| backend | samples | samples_per_s (best pass) | samples_per_s (median pass) |')
-    print('|---|---|---|---|')
-    for r in read_rows:
-        print(f"| {r['backend']} | {r['samples']} | {r['samples_per_s']:.4g} | {r['samples_per_s_median']:.4g} |")
-
+    print('\n'.join(markdown_table(['backend', 'samples', 'samples_per_s (best pass)', 'samples_per_s (median pass)'],
+                                    [[r['backend'], r['samples'], f"{r['samples_per_s']:.4g}",
+                                      f"{r['samples_per_s_median']:.4g}"] for r in read_rows])))
 
 if __name__ == '__main__':
     main()

@@ -10,7 +10,8 @@ Peak memory is measured in a fresh process per network, two ways:
 - ``rss_peak_mb`` / ``rss_before_mb``: the process's resident-set high-water mark (``VmHWM``) after the first
   forward and its resident set (``VmRSS``) just before it: what the OS sees, allocator caching included.
 
-Run: ``.venv/bin/python benchmarks/bench_dgunet.py`` (``--size 128`` for a quicker look).
+Run: ``.venv/bin/python benchmarks/bench_dgunet.py`` (``--size 128`` for a quicker look; ``--quick``: 32 x 32, one
+run).
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, set_threads, timeit  # noqa: E402
+from _common import add_quick_flag, emit, set_threads, timeit  # noqa: E402
 
 #: benchmarked networks: the official 'Deblurring & Denoising' DGUNet and the 'Deblurring' DGUNet+ defaults
 NETS = {'DGUNet': {'n_feat': 80, 'scale_unetfeats': 48, 'scale_orsnetfeats': 32},
@@ -37,15 +38,17 @@ def _status_mb(field):
     raise RuntimeError(f'{field} not found in /proc/self/status')
 
 
-def measure_one(name, size, repeats):
-    """All figures of one network, measured in this (fresh) process."""
+def measure_one(name, size, repeats, depth=None):
+    """All figures of one network, measured in this (fresh) process (``depth``: middle stages, None for the
+    official default)."""
     from interir_plugin.archs import dgunet_arch  # the package import applies the BasicSR shims first
-    from interir_plugin.tools.profile import measure_peak_memory, quiet_mmengine
+    from interir_plugin.tools.profile import measure_peak_memory
     from interir_plugin.utils.complexity import model_complexity
 
     set_threads(2)
     torch.manual_seed(0)
-    net = getattr(dgunet_arch, name)(**NETS[name]).eval()
+    kwargs = {**NETS[name], **({} if depth is None else {'depth': depth})}
+    net = getattr(dgunet_arch, name)(**kwargs).eval()
     x = torch.rand(1, 3, size, size)
     rss_before = _status_mb('VmRSS')
     with torch.no_grad():
@@ -58,9 +61,8 @@ def measure_one(name, size, repeats):
             net(x)
 
     times = timeit(forward, repeats=repeats, warmup=0)  # the two passes above warmed up already
-    with quiet_mmengine():
-        cost = model_complexity(net, (3, size, size))
-    return {'net': name, 'network_g': {'type': name, **NETS[name]}, **cost,
+    cost = model_complexity(net, (3, size, size))  # silences mmengine's per-operator warnings itself
+    return {'net': name, 'network_g': {'type': name, **kwargs}, **cost,
             'time_s': times, 'peak_tensor_mb': memory['peak_memory_mb'], 'rss_before_mb': rss_before,
             'rss_peak_mb': rss_peak}
 
@@ -70,14 +72,18 @@ def main():
     parser.add_argument('--size', type=int, default=256, help='input height and width (multiple of 8)')
     parser.add_argument('--repeats', type=int, default=5, help='timed forward passes (>= 5)')
     parser.add_argument('--one', choices=sorted(NETS), help=argparse.SUPPRESS)  # child process: one network
+    add_quick_flag(parser)
     args = parser.parse_args()
+    if args.quick:  # and one middle stage (depth 1): mmengine's count of the full nets takes long
+        args.size, args.repeats = 32, 1
     if args.one:
-        print(json.dumps(measure_one(args.one, args.size, args.repeats)))
+        print(json.dumps(measure_one(args.one, args.size, args.repeats, 1 if args.quick else None)))
         return
     results = []
     for name in NETS:  # a fresh process per network, so its resident-set high-water mark is its own
         child = subprocess.run([sys.executable, os.path.abspath(__file__), '--one', name, '--size', str(args.size),
-                                '--repeats', str(args.repeats)], capture_output=True, text=True)
+                                '--repeats', str(args.repeats)] + (['--quick'] if args.quick else []),
+                               capture_output=True, text=True)
         if child.returncode:
             raise RuntimeError(f'{name} benchmark failed:\n{child.stderr}')
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))

@@ -17,7 +17,7 @@ implementation of the forward could reach if everything else (element-wise updat
 were free.
 
     .venv/bin/python benchmarks/bench_interir.py [--repeats 5] [--size 256] [--no-dgunet] [--threads 2]
-        [--malloc steady|default] [--compile]
+        [--malloc steady|default] [--compile] [--quick]
 """
 import argparse
 import math
@@ -26,7 +26,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _common import emit, interleaved, set_threads, steady_malloc, summarize
+from _common import add_quick_flag, emit, interleaved, set_threads, spread, steady_malloc
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
@@ -100,22 +100,27 @@ def main():
                              "page faults by chance; default: glibc's own settings")
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile(InterIR) (inductor; needs a C++ compiler, minutes to build)')
+    add_quick_flag(parser)
     args = parser.parse_args()
     from basicsr.archs import build_network  # after the plugin's shims
 
-    if args.repeats < 5:
+    shrink = {'InterIR': {}, 'DGUNet': {}}
+    if args.quick:  # one stage each: mmengine's count of the full nets alone takes tens of seconds
+        args.size, args.repeats, args.compile = 32, 1, False
+        shrink = {'InterIR': {'num_stages': 1}, 'DGUNet': {'depth': 1}}
+    elif args.repeats < 5:
         parser.error(f'--repeats must be >= 5, got {args.repeats}')
     malloc = 'steady' if args.malloc == 'steady' and steady_malloc() else 'default'
     set_threads(args.threads)
     torch.manual_seed(0)
     size = args.size
     x = torch.rand(1, 3, size, size)
-    interir = build_network({'type': 'InterIR'}).eval()
+    interir = build_network({'type': 'InterIR', **shrink['InterIR']}).eval()
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
     conv_in = torch.randn(1, 64, 256, 256)
     nets = {'interir': (interir, 3), 'conv64': (conv, 64)}
     if not args.no_dgunet:
-        nets['dgunet'] = (build_network({'type': 'DGUNet'}).eval(), 3)
+        nets['dgunet'] = (build_network({'type': 'DGUNet', **shrink['DGUNet']}).eval(), 3)
     macs = {name: model_complexity(net, (ch, 256, 256) if name == 'conv64' else (ch, size, size))['macs']
             for name, (net, ch) in nets.items()}
     params = {name: sum(p.numel() for p in net.parameters()) for name, (net, _) in nets.items()}
@@ -163,10 +168,10 @@ def main():
     results = {
         'input': [1, 3, size, size], 'conv64_input': [1, 64, 256, 256], 'repeats': args.repeats,
         'loadavg_before': load_before, 'loadavg_after': os.getloadavg(), 'params': params, 'macs': macs,
-        'seconds': {name: summarize(v) for name, v in wall.items()},
-        'cpu_seconds': {name: summarize(v) for name, v in cpu.items()},
-        'ratios_per_round': {name: summarize(v) for name, v in wall_ratios.items()},
-        'ratios_per_round_cpu_time': {name: summarize(v) for name, v in cpu_ratios.items()},
+        'seconds': {name: spread(v) for name, v in wall.items()},
+        'cpu_seconds': {name: spread(v) for name, v in cpu.items()},
+        'ratios_per_round': {name: spread(v) for name, v in wall_ratios.items()},
+        'ratios_per_round_cpu_time': {name: spread(v) for name, v in cpu_ratios.items()},
         'replayed_calls': {'counted_ops': len(counted), 'counted_fft_gelu': len(prescribed)},
         'replayed_counted_macs': counted_macs(counted),  # vs macs['interir'] (mmengine): the replay's coverage
         'malloc': malloc, 'malloc_env': {k: v for k, v in os.environ.items() if k.startswith('MALLOC_')},

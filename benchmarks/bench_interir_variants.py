@@ -5,7 +5,7 @@ and variants that drop or shrink parts of the specified architecture, each timed
 reference convolution in the same round (steady allocator, as ``bench_interir.py``). The variants are
 measurements, not presets: none of them is the specified model.
 
-    .venv/bin/python benchmarks/bench_interir_variants.py [--repeats 7] [--threads 2]
+    .venv/bin/python benchmarks/bench_interir_variants.py [--repeats 7] [--threads 2] [--quick]
 """
 import argparse
 import os
@@ -13,7 +13,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _common import emit, interleaved, set_threads, steady_malloc, summarize
+from _common import add_quick_flag, emit, interleaved, set_threads, spread, steady_malloc
 from torch import nn
 
 import interir_plugin  # noqa: F401  (applies the BasicSR shims, registers the archs)
@@ -41,15 +41,17 @@ def _frequency(net, keep=None, expand=None):
     return net
 
 
-def variants():
+def variants(**common):
+    """The measured variants; ``common`` goes to every ``InterIR`` (``--quick``: one stage)."""
     return {
-        'default (C 32, M 4)': InterIR(),
-        'no frequency branch': _frequency(InterIR(), keep=()),
-        'frequency branch only in EB_P, EB_Q, EB_lambda': _frequency(InterIR(), keep=('eb_p', 'eb_q', 'eb_lam')),
-        'frequency MLP hidden 2C (not 4C)': _frequency(InterIR(), expand=1),
-        'C 40, M 2': InterIR(num_feat=40, num_experts=2),
-        'C 48, M 1': InterIR(num_feat=48, num_experts=1),
-        'C 48, M 1, no frequency branch': _frequency(InterIR(num_feat=48, num_experts=1), keep=()),
+        'default (C 32, M 4)': InterIR(**common),
+        'no frequency branch': _frequency(InterIR(**common), keep=()),
+        'frequency branch only in EB_P, EB_Q, EB_lambda': _frequency(InterIR(**common),
+                                                                      keep=('eb_p', 'eb_q', 'eb_lam')),
+        'frequency MLP hidden 2C (not 4C)': _frequency(InterIR(**common), expand=1),
+        'C 40, M 2': InterIR(num_feat=40, num_experts=2, **common),
+        'C 48, M 1': InterIR(num_feat=48, num_experts=1, **common),
+        'C 48, M 1, no frequency branch': _frequency(InterIR(num_feat=48, num_experts=1, **common), keep=()),
     }
 
 
@@ -57,15 +59,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=7, help='timed rounds (>= 5), after one warm-up round')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (the reference is 2)')
+    add_quick_flag(parser)
     args = parser.parse_args()
-    if args.repeats < 5:
+    size = 32 if args.quick else 256
+    if args.quick:
+        args.repeats = 1
+    elif args.repeats < 5:
         parser.error(f'--repeats must be >= 5, got {args.repeats}')
     malloc = 'steady' if steady_malloc() else 'default'
     set_threads(args.threads)
     torch.manual_seed(0)
-    nets = {name: net.eval() for name, net in variants().items()}
-    info = {name: model_complexity(net) for name, net in nets.items()}
-    x = torch.rand(1, 3, 256, 256)
+    nets = {name: net.eval() for name, net in variants(**({'num_stages': 1} if args.quick else {})).items()}
+    info = {name: model_complexity(net, (3, size, size)) for name, net in nets.items()}
+    x = torch.rand(1, 3, size, size)
     conv_in, conv_w = torch.randn(1, 64, 256, 256), torch.randn(64, 64, 3, 3)
     conv_macs = conv_w.numel() * 256 * 256
     cases = {name: (lambda net=net: net(x)) for name, net in nets.items()}
@@ -75,12 +81,12 @@ def main():
         wall, _ = interleaved(cases, args.repeats)
     fractions = {name: [info[name]['macs'] / wall[name][i] / (conv_macs / wall['conv64'][i])
                         for i in range(args.repeats)] for name in nets}
-    results = {'input': [1, 3, 256, 256], 'repeats': args.repeats, 'malloc': malloc, 'loadavg_before': load_before,
+    results = {'input': [1, 3, size, size], 'repeats': args.repeats, 'malloc': malloc, 'loadavg_before': load_before,
                'loadavg_after': os.getloadavg(),
                'params': {name: i['params'] for name, i in info.items()},
                'macs': {name: i['macs'] for name, i in info.items()},
-               'seconds': {name: summarize(v) for name, v in wall.items()},
-               'mac_rate_fraction_per_round': {name: summarize(v) for name, v in fractions.items()}}
+               'seconds': {name: spread(v) for name, v in wall.items()},
+               'mac_rate_fraction_per_round': {name: spread(v) for name, v in fractions.items()}}
     rows = [{'variant': name, 'params (M)': info[name]['mparams'], 'GMAC (mmengine)': info[name]['gmacs'],
              'forward s (median)': statistics.median(wall[name]), 'fraction min': min(v),
              'fraction median': statistics.median(v), 'fraction max': max(v)} for name, v in fractions.items()]

@@ -2,7 +2,7 @@
 2 threads, one full UnfoldingRestorationModel step: forward, multi-stage loss, backward, optimizer), and the peak
 memory of tiled inference on a 4096x4096 image on the CPU (measured in a child process, maxrss).
 
-    .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--tile 512] [--skip-memory] [--threads 2]
+    .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--tile 512] [--skip-memory] [--threads 2] [--quick]
 
 The 1-minute load average is printed with the figures: on a machine shared with other jobs, two torch threads
 contend for the cores and fine-grained networks (DGUNet) slow down several times more than coarse ones.
@@ -18,7 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, set_threads, timeit  # noqa: E402
+from _common import add_quick_flag, emit, set_threads, timeit  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (shims and registration)
 
@@ -30,8 +30,13 @@ NETS = {
 }
 
 
-def _options(name, val=None):
-    """A CPU training option dict with the network and losses of the smoke configuration of ``name``."""
+#: ``--quick``: one stage of each network (mmengine's count and a step of the full smoke nets take long).
+QUICK_NETS = {'InterIR-S': {'num_stages': 1}, 'DGUNet-S': {'depth': 1}}
+
+
+def _options(name, val=None, quick=False):
+    """A CPU training option dict with the network and losses of the smoke configuration of ``name`` (``quick``:
+    shrunk by :data:`QUICK_NETS`)."""
     import yaml
 
     with open(os.path.join(REPO, NETS[name])) as f:
@@ -40,18 +45,19 @@ def _options(name, val=None):
     train['optim_g'] = dict(train['optim_g'])
     train['scheduler'] = dict(train['scheduler'])
     return {'name': f'bench_{name}', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0, 'dist': False,
-            'rank': 0, 'world_size': 1, 'is_train': val is None, 'network_g': smoke['network_g'],
+            'rank': 0, 'world_size': 1, 'is_train': val is None,
+            'network_g': {**smoke['network_g'], **(QUICK_NETS[name] if quick else {})},
             'path': {'pretrain_network_g': None, 'strict_load_g': True},
             **({'train': train} if val is None else {}),
             'val': val or {'val_freq': 1, 'save_img': False}}
 
 
-def train_throughput(name, batch, size, repeats):
+def train_throughput(name, batch, size, repeats, quick=False):
     from basicsr.models import build_model
 
     from interir_plugin.utils.complexity import model_complexity
 
-    model = build_model(_options(name))
+    model = build_model(_options(name, quick=quick))
     gen = torch.Generator().manual_seed(0)
     gt = torch.rand(batch, 3, size, size, generator=gen)
     data = {'lq': (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1), 'gt': gt}
@@ -84,13 +90,13 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _child_tiled_inference(name, size, tile, overlap, threads):
+def _child_tiled_inference(name, size, tile, overlap, threads, quick=False):
     """Run in a child process: tiled inference on a ``size`` x ``size`` image; print JSON with the peak RSS."""
     from basicsr.models import build_model
 
     set_threads(threads)
     model = build_model(_options(name, val={'val_freq': 1, 'save_img': False, 'tile': tile,
-                                            'tile_overlap': overlap}))
+                                            'tile_overlap': overlap}, quick=quick))
     lq = torch.rand(1, 3, size, size)
     model.feed_data({'lq': lq})
     base = peak_rss_mib()
@@ -102,9 +108,10 @@ def _child_tiled_inference(name, size, tile, overlap, threads):
     print(json.dumps({'peak_rss_mib': peak, 'rss_before_inference_mib': base, 'seconds': seconds}))
 
 
-def tiled_memory(name, size, tile, overlap, threads):
+def tiled_memory(name, size, tile, overlap, threads, quick=False):
     code = (f'import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); '
-            f'import bench_training as b; b._child_tiled_inference({name!r}, {size}, {tile}, {overlap}, {threads})')
+            f'import bench_training as b; '
+            f'b._child_tiled_inference({name!r}, {size}, {tile}, {overlap}, {threads}, {quick})')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
     if out.returncode:
@@ -122,15 +129,19 @@ def main():
     parser.add_argument('--overlap', type=int, default=32)
     parser.add_argument('--skip-memory', action='store_true', help='only the training throughput')
     parser.add_argument('--threads', type=int, default=2, help='torch threads (the reference machine: 2)')
+    add_quick_flag(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.batch, args.size, args.image, args.tile, args.overlap = 1, 1, 32, 256, 128, 16
     set_threads(args.threads)
     results, rows = {'training': {}, 'tiled_inference': {}}, []
     if not args.skip_memory:  # first, in a child process
-        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap, args.threads)
+        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap, args.threads, args.quick)
         results['tiled_inference']['InterIR-S'] = {**r, 'image': args.image, 'tile': args.tile,
                                                    'overlap': args.overlap, 'goal_mib': 4096}
     for name in NETS:
-        r = train_throughput(name, args.batch, args.size, max(args.repeats, 5))
+        r = train_throughput(name, args.batch, args.size, args.repeats if args.quick else max(args.repeats, 5),
+                             args.quick)
         results['training'][name] = r
         rows.append({'what': f'train {name}', 'params (M)': r['params'] / 1e6, 'GMACs/img': r['gmacs_per_image'],
                      'it/s': r['iters_per_s'], 's/it (median)': r['seconds_per_iter']['median'],

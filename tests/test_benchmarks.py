@@ -1,14 +1,20 @@
-"""The benchmark's multiply-add ceiling replays exactly the work mmengine counts (benchmarks/bench_interir.py)."""
+"""Every benchmark script runs (its ``--quick`` mode), and the multiply-add ceiling of benchmarks/bench_interir.py
+replays exactly the work mmengine counts."""
+import glob
+import json
 import os
+import subprocess
 import sys
 
+import pytest
 import torch
 
 from interir_plugin.archs.econv import ChannelAttention
 from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.utils.complexity import model_complexity
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks')
+sys.path.insert(0, BENCHMARKS)
 from bench_interir import COUNTED_OPS, PRESCRIBED_OPS, counted_macs, record_ops, replay  # noqa: E402
 
 
@@ -29,3 +35,13 @@ def test_replayed_counted_ops_carry_mmengines_count():
     assert counted_macs(counted) + pooling == model_complexity(net, (3, 32, 48))['macs']
     with torch.inference_mode():
         replay(both)  # the recorded calls run again on their own copies of the inputs
+
+
+@pytest.mark.parametrize('script', sorted(glob.glob(os.path.join(BENCHMARKS, 'bench_*.py'))), ids=os.path.basename)
+def test_benchmark_script_runs_in_quick_mode(script):
+    run = subprocess.run([sys.executable, script, '--quick'], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(BENCHMARKS), env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc, _ = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index('{'):])  # the JSON document, then tables
+    assert doc['benchmark'] and doc['torch'] == torch.__version__
+    assert '|---|' in run.stdout
