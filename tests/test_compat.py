@@ -1,5 +1,8 @@
 """Each compat shim: the failure it fixes reproduces without it (where it can on this machine); with it, it works."""
+import importlib
 import importlib.util
+import inspect
+import os
 import subprocess
 import sys
 
@@ -24,12 +27,23 @@ def test_applied_reports_every_shim():
     assert interir_plugin.compat.apply() is compat.APPLIED  # idempotent
 
 
-@pytest.mark.skipif(importlib.util.find_spec('torchvision.transforms._functional_tensor') is None,
-                    reason='this torchvision still ships functional_tensor: nothing to reproduce')
+def _source(module):
+    """Source text of an installed module, read from its file (what it does before any shim replaced a name)."""
+    return inspect.getsource(importlib.import_module(module))
+
+
 def test_functional_tensor_failure_reproduces_and_is_fixed():
+    name = 'torchvision.transforms.functional_tensor'
+    removed = importlib.util.find_spec('torchvision.transforms._functional_tensor') is not None and not any(
+        os.path.isfile(os.path.join(p, 'functional_tensor.py'))
+        for p in importlib.import_module('torchvision.transforms').__path__)
+    needed = removed and compat._basicsr_imports(name)  # this torchvision lacks it and this BasicSR imports it
+    assert compat.APPLIED['functional_tensor'] is needed
     bare = _run('import basicsr.data.degradations')
-    if compat.APPLIED['functional_tensor']:  # the installed BasicSR imports the removed module
+    if needed:  # without the shim the import fails, naming the module
         assert bare.returncode != 0 and 'functional_tensor' in bare.stderr
+    else:  # nothing to fix: BasicSR imports without it
+        assert bare.returncode == 0, bare.stderr
     shimmed = _run('import interir_plugin, basicsr.data.degradations as d; print(d.rgb_to_grayscale.__name__)')
     assert shimmed.returncode == 0, shimmed.stderr
     assert 'rgb_to_grayscale' in shimmed.stdout
@@ -50,10 +64,12 @@ def test_cpu_resume_failure_reproduces_and_is_fixed(tmp_path, monkeypatch):
     _tiny_state(tmp_path / '4.state', 4)
     monkeypatch.setattr('basicsr.utils.check_resume', lambda opt, it: None)
     original = compat.ORIGINALS.get('basicsr.train.load_resume_state')
-    if original is not None:  # the installed BasicSR maps states to CUDA: it must fail here without the shim
+    needed = 'torch.cuda.current_device' in _source('basicsr.train')  # this BasicSR maps states to CUDA
+    assert (original is not None) is needed is compat.APPLIED['cpu_resume']
+    if needed:  # it must fail here without the shim
         with pytest.raises((RuntimeError, AssertionError)):
             original(_resume_opt(tmp_path, auto=False))
-    assert basicsr.train.load_resume_state is compat.load_resume_state
+        assert basicsr.train.load_resume_state is compat.load_resume_state
     state = basicsr.train.load_resume_state(_resume_opt(tmp_path, auto=False))
     assert state['iter'] == 4
     assert state['schedulers'][0]['milestones'] == {10: 1}
@@ -108,7 +124,9 @@ def test_distributed_on_cpu_failure_reproduces_and_is_fixed(monkeypatch):
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
     monkeypatch.setenv('MASTER_PORT', str(_free_port()))
     original = compat.ORIGINALS.get('basicsr.utils.options.init_dist')
-    if original is not None:
+    init_dist_needed = 'cuda.set_device' in _source('basicsr.utils.dist_util')
+    assert (original is not None) is init_dist_needed
+    if init_dist_needed:
         with pytest.raises(ZeroDivisionError):  # rank % torch.cuda.device_count()
             original('pytorch')
     compat.init_dist('pytorch')
@@ -120,7 +138,10 @@ def test_distributed_on_cpu_failure_reproduces_and_is_fixed(monkeypatch):
             opt = {'dist': True, 'num_gpu': 0}
 
         original_to_device = compat.ORIGINALS.get('basicsr.models.base_model.BaseModel.model_to_device')
-        if original_to_device is not None:
+        to_device_needed = 'cuda.current_device' in _source('basicsr.models.base_model')
+        assert (original_to_device is not None) is to_device_needed
+        assert compat.APPLIED['cpu_distributed'] is (init_dist_needed or to_device_needed)
+        if to_device_needed:
             with pytest.raises((RuntimeError, AssertionError)):
                 original_to_device(Stub(), torch.nn.Conv2d(1, 1, 1))
         wrapped = BaseModel.model_to_device(Stub(), torch.nn.Conv2d(1, 1, 1))

@@ -1,5 +1,4 @@
 """Importing the plugin registers every expected name, without clashing with BasicSR, and BasicSR still works."""
-import importlib
 import os
 
 import pytest
@@ -45,12 +44,23 @@ def test_no_plugin_name_shadows_basicsr():
 
 
 def test_suffix_scan_imports_every_module_package_qualified():
-    for pkg, suffix in (('archs', '_arch'), ('losses', '_loss'), ('data', '_dataset'), ('models', '_model')):
-        folder = os.path.join(os.path.dirname(interir_plugin.__file__), pkg)
-        for name in os.listdir(folder):
-            if name.endswith(f'{suffix}.py'):
-                importlib.import_module(f'interir_plugin.{pkg}.{name[:-3]}')  # already imported: a dict lookup
-                assert f'interir_plugin.{pkg}.{name[:-3]}' in importlib.sys.modules
+    """In a fresh process, ``import interir_plugin`` alone imports every suffixed module, each under its
+    package-qualified name only (a bare ``import interir_arch`` would register the classes twice)."""
+    import subprocess
+    import sys
+
+    expected = {f'interir_plugin.{pkg}.{name[:-3]}'
+                for pkg, suffix in (('archs', '_arch'), ('losses', '_loss'), ('data', '_dataset'), ('models', '_model'))
+                for name in os.listdir(os.path.join(os.path.dirname(interir_plugin.__file__), pkg))
+                if name.endswith(f'{suffix}.py')}
+    assert len(expected) >= 5  # interir, dgunet, multistage loss, dataset, model: the scan finds the files
+    code = 'import sys, interir_plugin; print(sorted(sys.modules))'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = set(eval(out.stdout))  # a printed list of str from our own subprocess
+    assert not expected - loaded, f'not imported by the package: {sorted(expected - loaded)}'
+    bare = {name.rsplit('.', 1)[1] for name in expected} & loaded
+    assert not bare, f'imported under a bare name: {sorted(bare)}'
 
 
 def test_basicsr_own_archs_still_build_and_run():
