@@ -94,20 +94,9 @@ def test_official_keys_shapes_and_counts(shared_dir, config):
 
 
 @pytest.mark.parametrize('cls', [DGUNet, DGUNetPlus])
-def test_outputs_gradients_and_depth(cls):
-    net = cls(**TINY, depth=1)
-    y = torch.rand(2, 3, 16, 16)
-    outs = net(y)
-    assert len(outs) == 3 and all(o.shape == y.shape for o in outs)
-    sum(o.mean() for o in outs).backward()
-    assert [n for n, p in net.named_parameters() if p.grad is None or not p.grad.isfinite().all()] == []
-
-
-@pytest.mark.parametrize('cls', [DGUNet, DGUNetPlus])
-def test_channel_counts_are_honoured(cls):
+def test_wrong_input_channel_count_names_the_shape(cls):
+    """(Outputs, gradients, depth and channel counts: test_archs.py.)"""
     net = cls(in_c=1, out_c=1, **TINY, depth=1)
-    outs = net(torch.rand(1, 1, 16, 16))
-    assert [tuple(o.shape) for o in outs] == [(1, 1, 16, 16)] * 3
     with pytest.raises(ValueError, match=r'B x 1 x H x W input, got \(1, 3, 16, 16\)'):
         net(torch.rand(1, 3, 16, 16))
 
@@ -121,12 +110,6 @@ def test_bad_constructor_arguments():
         DGUNet(num_cab=8)
     with pytest.raises(TypeError, match='scale_orsnetfeats'):
         DGUNetPlus(scale_orsnetfeats=32)
-
-
-@pytest.mark.parametrize('size', [(20, 16), (16, 12)])
-def test_size_not_multiple_of_8_raises(size):
-    with pytest.raises(ValueError, match=f'{size[0]}x{size[1]}.*multiples of 8|multiples of 8.*{size[0]}x{size[1]}'):
-        DGUNet(**TINY, depth=1)(torch.rand(1, 3, *size))
 
 
 def test_bf16_autocast_runs_and_projection_is_float32(monkeypatch):

@@ -45,12 +45,6 @@ def test_odd_size_batch3_shapes_and_order():
     assert (outs[0] - outs[-1]).abs().max() > 1e-6  # the stages do differ, so the order check above has teeth
 
 
-def test_size_not_multiple_raises():
-    net = InterIR(**TINY)
-    with pytest.raises(ValueError, match=r'37, 53.*size_multiple=4'):
-        net(torch.rand(1, 3, 37, 53))
-
-
 @pytest.mark.parametrize('kwargs', [dict(num_feat=0), dict(unshuffle=0), dict(num_stages=-1), dict(expand=1.5),
                                     dict(num_blocks=0), dict(num_experts=0), dict(temperature=0.0),
                                     dict(freq_bound=-1.0)])
@@ -61,15 +55,12 @@ def test_bad_kwargs_raise(kwargs):
 
 
 @pytest.mark.parametrize('in_ch, out_ch, num_blocks', [(3, 3, 2), (1, 1, 1), (4, 3, 1)])
-def test_every_parameter_gets_a_gradient(in_ch, out_ch, num_blocks):
+def test_every_parameter_gets_a_nonzero_gradient(in_ch, out_ch, num_blocks):
+    """Beyond test_archs.py (finite gradients): none is zero, with several blocks and channel counts."""
     net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, **TINY)
-    outs = net(torch.rand(2, in_ch, 16, 24))
-    assert all(o.shape == (2, out_ch, 16, 24) for o in outs)
-    sum(o.square().mean() for o in outs).backward()
+    sum(o.square().mean() for o in net(torch.rand(2, in_ch, 16, 24))).backward()
     for name, p in net.named_parameters():
-        assert p.grad is not None, f'{name} got no gradient'
-        assert torch.isfinite(p.grad).all(), f'{name} has a non-finite gradient'
-        assert p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
+        assert p.grad is not None and p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
 
 
 def test_econv_fused_equals_unfused():
@@ -204,23 +195,6 @@ def test_frequency_branch_is_bounded_and_float32_inside():
     assert y.abs().max() <= 0.25
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert block.freq(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
-
-
-def test_eval_is_deterministic():
-    net = InterIR(**TINY).eval()
-    x = _photo_batch(2, 32, 32)
-    with torch.no_grad():
-        a, b = net(x), net(x)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
-
-
-def test_registered_in_basicsr_and_mmengine():
-    from basicsr.archs import build_network
-
-    from interir_plugin.archs import MODELS
-
-    assert isinstance(build_network({'type': 'InterIR', **TINY}), InterIR)
-    assert isinstance(MODELS.build(dict(type='InterIR', **TINY)), InterIR)
 
 
 def test_default_preset_within_budget():
