@@ -1,11 +1,16 @@
-"""Training throughput of InterIR-S and a DGUNet of similar parameter count, side by side (batch 4, 128x128,
-2 threads, one full UnfoldingRestorationModel step: forward, multi-stage loss, backward, optimizer), and the peak
-memory of tiled inference on a 4096x4096 image on the CPU (measured in a child process, maxrss).
+"""Training step of InterIR-S and DGUNet-S side by side at 1 and 2 threads (batch 4, 96x96, one full
+UnfoldingRestorationModel step: forward, multi-stage loss, backward, optimizer), and the peak memory of tiled
+inference on a 4096x4096 image on the CPU (measured in a child process, VmHWM).
 
-    .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--tile 512] [--skip-memory] [--threads 2] [--quick]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_training.py [--repeats 5] [--threads 2,1]
+        [--baseline REF] [--skip-memory] [--tile 512] [--quick]
 
-The 1-minute load average is printed with the figures: on a machine shared with other jobs, two torch threads
-contend for the cores and fine-grained networks (DGUNet) slow down several times more than coarse ones.
+Every case (network x thread count, and with ``--baseline REF`` the same networks with the EConv module of git
+revision REF) is timed once per round, in turn (``_common.interleaved``), so the ratios it prints (InterIR-S over
+DGUNet-S at each thread count, 2 threads over 1 thread for each network, baseline over current) come from steps
+timed side by side. The 1-minute load average is printed with the figures: on a machine shared with other jobs,
+every parallel region of a 2-thread run waits for the second thread to be scheduled, and networks made of many
+small operators (InterIR-S: thousands per step) pay that wait thousands of times.
 """
 import argparse
 import json
@@ -18,7 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_quick_flag, emit, set_threads, timeit  # noqa: E402
+from _common import add_quick_flag, emit, interleaved, set_threads, spread  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (shims and registration)
 
@@ -52,29 +57,107 @@ def _options(name, val=None, quick=False):
             'val': val or {'val_freq': 1, 'save_img': False}}
 
 
-def train_throughput(name, batch, size, repeats, quick=False):
+def _batch(batch, size):
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(batch, 3, size, size, generator=gen)
+    return {'lq': (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1), 'gt': gt}
+
+
+#: what ``--baseline`` swaps: the methods of these classes of :mod:`interir_plugin.archs.econv`.
+SWAPPED = {'EConv': ('route', 'kernels', 'forward'), 'ChannelAttention': ('forward',), 'FrequencyBranch': ('forward',)}
+
+
+def econv_methods(ref=None):
+    """The :data:`SWAPPED` methods of ``interir_plugin/archs/econv.py`` as of git revision ``ref`` (None: the
+    working tree's), as ``{(class name, method): function}``. Parameters and buffers must be those of the working
+    tree's classes (the swap replaces code, not modules)."""
+    import importlib.util
+    import tempfile
+
+    from interir_plugin.archs import econv
+
+    module = econv
+    if ref is not None:
+        source = subprocess.run(['git', 'show', f'{ref}:interir_plugin/archs/econv.py'], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+        with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
+            f.write(source)
+        spec = importlib.util.spec_from_file_location(f'econv_{ref}', f.name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        os.unlink(f.name)
+    return {(cls, name): getattr(getattr(module, cls), name) for cls, names in SWAPPED.items() for name in names}
+
+
+def _use(methods):
+    from interir_plugin.archs import econv
+
+    for (cls, name), fn in methods.items():
+        setattr(getattr(econv, cls), name, fn)
+
+
+def train_steps(batch, size, repeats, threads, baseline=None, quick=False):
+    """Time one training step of every network of :data:`NETS` at every count of ``threads`` (and, for InterIR-S,
+    with the EConv code of revision ``baseline``), interleaved; returns ``(results, rows)``."""
     from basicsr.models import build_model
+    from mmengine.logging import MMLogger
 
     from interir_plugin.utils.complexity import model_complexity
 
-    model = build_model(_options(name, quick=quick))
-    gen = torch.Generator().manual_seed(0)
-    gt = torch.rand(batch, 3, size, size, generator=gen)
-    data = {'lq': (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1), 'gt': gt}
-    it = [0]
+    data = _batch(batch, size)
+    current = econv_methods()
+    versions = {'': current}
+    if baseline:
+        versions[f' ({baseline})'] = econv_methods(baseline)
+    cases, info = {}, {}
+    for name in NETS:
+        model = build_model(_options(name, quick=quick))
+        it = [0]
+        for tag, methods in versions.items():
+            if tag and not name.startswith('InterIR'):
+                continue
+            for n in threads:
+                def step(model=model, n=n, methods=methods, it=it):
+                    _use(methods)
+                    torch.set_num_threads(n)
+                    it[0] += 1
+                    model.feed_data(data)
+                    model.optimize_parameters(it[0])
 
-    def step():
-        it[0] += 1
-        model.feed_data(data)
-        model.optimize_parameters(it[0])
-
-    times = timeit(step, repeats=repeats, warmup=1)
-    from mmengine.logging import MMLogger
-
+                cases[f'{name}{tag} @{n}'] = step
+        info[name] = model.get_bare_model(model.net_g)
+    try:
+        wall, cpu = interleaved(cases, repeats, warmup=1)
+    finally:
+        _use(current)
+        torch.set_num_threads(threads[0])
     MMLogger.get_current_instance().setLevel('ERROR')  # keep the counter's operator warnings out of the JSON
-    info = model_complexity(model.get_bare_model(model.net_g), (3, size, size))
-    return {'params': info['params'], 'gmacs_per_image': info['gmacs'], 'seconds_per_iter': times,
-            'iters_per_s': 1.0 / times['median']}
+    results, rows = {'steps': {}, 'ratios': {}}, []
+    for name, net in info.items():
+        count = model_complexity(net, (3, size, size))
+        info[name] = {'params': count['params'], 'gmacs_per_image': count['gmacs']}
+    for case in cases:
+        name, n = case.split(' ')[0], int(case.rsplit('@', 1)[1])
+        t = spread(wall[case])
+        results['steps'][case] = {**info[name], 'threads': n, 'seconds_per_step': t,
+                                  'cpu_seconds_per_step': spread(cpu[case])}
+        rows.append({'case': case, 'params (M)': info[name]['params'] / 1e6,
+                     'GMACs/img': info[name]['gmacs_per_image'], 's/step (median)': t['median'],
+                     'min': t['min'], 'max': t['max'], 'CPU s/step': spread(cpu[case])['median']})
+    med = {case: results['steps'][case]['seconds_per_step']['median'] for case in cases}
+    first, second = NETS
+    for n in threads:
+        results['ratios'][f'{second} / {first} @{n}'] = med[f'{second} @{n}'] / med[f'{first} @{n}']
+    if 1 in threads and 2 in threads:
+        for case in cases:
+            if case.endswith(' @2'):
+                base = case[:-len(' @2')]
+                results['ratios'][f'{base}: 2 threads / 1 thread'] = med[case] / med[f'{base} @1']
+    for tag in versions:
+        if tag:
+            for n in threads:
+                results['ratios'][f'{first}{tag} / {first} @{n}'] = med[f'{first}{tag} @{n}'] / med[f'{first} @{n}']
+    return results, rows
 
 
 def peak_rss_mib():
@@ -120,41 +203,45 @@ def tiled_memory(name, size, tile, overlap, threads, quick=False):
 
 
 def main():
+    from interir_plugin.utils.tables import markdown_table
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--repeats', type=int, default=5, help='timed training steps per network (>= 5)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed rounds (each times every case once)')
     parser.add_argument('--batch', type=int, default=4)
-    parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--size', type=int, default=96)
+    parser.add_argument('--threads', default='2,1',
+                        help='comma-separated torch thread counts, each timed in every round (default: 2,1)')
+    parser.add_argument('--baseline', default=None,
+                        help='git revision whose interir_plugin/archs/econv.py InterIR-S also runs (before/after)')
     parser.add_argument('--image', type=int, default=4096, help='side of the tiled-inference image')
     parser.add_argument('--tile', type=int, default=512)
     parser.add_argument('--overlap', type=int, default=32)
-    parser.add_argument('--skip-memory', action='store_true', help='only the training throughput')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads (the reference machine: 2)')
+    parser.add_argument('--skip-memory', action='store_true', help='only the training steps')
     add_quick_flag(parser)
     args = parser.parse_args()
+    threads = [int(n) for n in args.threads.split(',')]
     if args.quick:
         args.repeats, args.batch, args.size, args.image, args.tile, args.overlap = 1, 1, 32, 256, 128, 16
-    set_threads(args.threads)
-    results, rows = {'training': {}, 'tiled_inference': {}}, []
+    if args.repeats < 1 or not threads or min(threads) < 1:
+        parser.error('--repeats and every --threads count must be >= 1')
+    set_threads(threads[0])
+    results = {'tiled_inference': {}}
     if not args.skip_memory:  # first, in a child process
-        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap, args.threads, args.quick)
+        r = tiled_memory('InterIR-S', args.image, args.tile, args.overlap, threads[0], args.quick)
         results['tiled_inference']['InterIR-S'] = {**r, 'image': args.image, 'tile': args.tile,
                                                    'overlap': args.overlap, 'goal_mib': 4096}
-    for name in NETS:
-        r = train_throughput(name, args.batch, args.size, args.repeats if args.quick else max(args.repeats, 5),
-                             args.quick)
-        results['training'][name] = r
-        rows.append({'what': f'train {name}', 'params (M)': r['params'] / 1e6, 'GMACs/img': r['gmacs_per_image'],
-                     'it/s': r['iters_per_s'], 's/it (median)': r['seconds_per_iter']['median'],
-                     'peak RSS (MiB)': '', 'seconds': ''})
-    first, second = (results['training'][n]['iters_per_s'] for n in NETS)
-    results['training']['ratio_interir_s_over_dgunet_s'] = first / second
+    steps, rows = train_steps(args.batch, args.size, args.repeats, threads, args.baseline, args.quick)
+    results.update(steps)
+    emit('training', {'batch': args.batch, 'size': args.size, 'load_average': os.getloadavg(), **results}, rows,
+         ['case', 'params (M)', 'GMACs/img', 's/step (median)', 'min', 'max', 'CPU s/step'])
+    print()
+    print('\n'.join(markdown_table(['ratio', 'value'], [[k, f'{v:.3g}'] for k, v in results['ratios'].items()])))
     if not args.skip_memory:
         r = results['tiled_inference']['InterIR-S']
-        rows.append({'what': f'tiled {args.image}^2 InterIR-S (tile {args.tile})', 'params (M)': '',
-                     'GMACs/img': '', 'it/s': '', 's/it (median)': '', 'peak RSS (MiB)': r['peak_rss_mib'],
-                     'seconds': r['seconds']})
-    emit('training', {'batch': args.batch, 'size': args.size, 'load_average': os.getloadavg(), **results}, rows,
-         ['what', 'params (M)', 'GMACs/img', 'it/s', 's/it (median)', 'peak RSS (MiB)', 'seconds'])
+        print()
+        print('\n'.join(markdown_table(['tiled inference', 'peak RSS (MiB)', 'seconds'],
+                                       [[f'{args.image}^2 InterIR-S (tile {args.tile})', f"{r['peak_rss_mib']:.0f}",
+                                         f"{r['seconds']:.1f}"]])))
 
 
 if __name__ == '__main__':
