@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
-from interir_plugin.utils.images import IMAGE_EXTENSIONS, decode_image
+from interir_plugin.utils.images import IMAGE_EXTENSIONS, STORED_CHANNELS, decode, decode_image
 
 #: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
 MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
@@ -234,11 +234,10 @@ def write_meta(root, out, force=False):
     for folder, dst in tqdm(jobs, desc='meta-info', unit='list'):
         lines = []
         for name in _images(folder):
-            img = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise OSError(f'cannot decode image {osp.join(folder, name)}')
-            h, w = img.shape[:2]
-            lines.append(f'{name} ({h},{w},{1 if img.ndim == 2 else img.shape[2]})\n')
+            with open(osp.join(folder, name), 'rb') as f:
+                img = decode(f.read(), osp.join(folder, name))
+            h, w = img.bgr.shape[:2]
+            lines.append(f'{name} ({h},{w},{STORED_CHANNELS[img.mode]})\n')
         os.makedirs(osp.dirname(dst) or '.', exist_ok=True)
         with open(dst, 'w', encoding='utf-8') as f:
             f.writelines(lines)

@@ -17,6 +17,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '
 #: Full-scale value of each integer sample type.
 FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: Channels stored in the file for each :class:`DecodedImage` mode (BasicSR's meta-info lists record them).
+STORED_CHANNELS = {'grey': 1, 'rgb': 3, 'rgba': 4}
 
 
 def is_image_file(path):
@@ -69,7 +71,7 @@ def decode(content, path):
         colour /= np.float32(FULL_SCALE[img.dtype])
     if channels == 1:
         colour = np.repeat(colour, 3, axis=2)
-    mode = {1: 'grey', 3: 'rgb', 4: 'rgba'}[channels]
+    mode = {c: m for m, c in STORED_CHANNELS.items()}[channels]
     return DecodedImage(np.ascontiguousarray(colour), mode, img.dtype, img[..., 3].copy() if channels == 4 else None)
 
 
