@@ -7,7 +7,11 @@ borders another tile (where the tile lacks context), and a raised-cosine ramp ov
 overlap. Opposite ramps of two neighbours sum to 1, and the division by the summed weights makes the result
 a convex blend everywhere. For a network whose receptive-field radius is at most ``overlap // 4`` (and no
 global operation such as pooling or normalisation over the whole image), the result equals whole-image
-inference up to float rounding; for larger receptive fields the difference shrinks with the overlap.
+inference up to float rounding; for larger receptive fields the difference shrinks with the overlap. Networks with
+image-wide operators (InterIR: the h x h / w x w factors P and Q, FFT frequency branches, pooled routing and
+attention; DGUNet: pooled attention, instance norm, subspace projection) compute something else on a tile than
+on the whole image: one tile covering the image gives the whole-image output exactly, smaller tiles differ by
+design, less with more overlap and larger tiles (tests/test_tiling.py, docs/training.md).
 """
 import math
 
