@@ -1,5 +1,6 @@
 """InterIR and EConv: shapes and ordering, gradients, fused = unfused, interpretable outputs, numerics, budget,
 the presets of docs/interir.md."""
+import math
 import os
 import re
 
@@ -16,7 +17,17 @@ from interir_plugin.utils.padding import crop_to, pad_to_multiple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: a tiny net: every part of the algorithm, two stages plus the final image step, at 1/4 resolution
 TINY = dict(num_feat=8, unshuffle=4, num_stages=2, num_experts=2, expand=1)
-AUX_KEYS = ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual')
+AUX_KEYS = ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual')  # tensors; ``maps`` (dicts) checked apart
+MAP_KEYS = ('gain', 'transmission', 'airlight', 'layer')
+
+
+def _randomise_head(net, std=0.05):
+    """Give the physical head's zero-initialised last layers random weights (at initialisation the head is the
+    identity, every output equals the input and no gradient reaches the trunk)."""
+    with torch.no_grad():
+        for layer in (net.head.maps[-1], net.head.layer[0], net.head.globals[-1]):
+            layer.weight.normal_(0, std)
+    return net
 
 
 def _photo_batch(b, h, w):
@@ -26,38 +37,46 @@ def _photo_batch(b, h, w):
     return torch.stack([torch.from_numpy(c).permute(2, 0, 1).float() / 255 for c in crops])
 
 
-def test_odd_size_batch3_shapes_and_order():
-    net = InterIR(**TINY)
+@pytest.mark.parametrize('head', ['physical', 'residual'])
+def test_odd_size_batch3_shapes_and_order(head):
+    net = InterIR(head=head, **TINY)
+    if head == 'physical':
+        _randomise_head(net)
     x = _photo_batch(3, 37, 53)
     padded, size = pad_to_multiple(x, net.size_multiple)
     assert padded.shape[-2:] == (40, 56)
-    feats = []  # the features each step hands to the tail, in execution order
+    feats = []  # the features each step hands to the head, in execution order
     hooks = [m.register_forward_hook(lambda m, i, o: feats.append(o[0])) for m in (*net.stages, net.final)]
     with torch.no_grad():
         outs = net(padded)
     for h in hooks:
         h.remove()
     assert len(outs) == len(feats) == TINY['num_stages'] + 1
-    for t, (out, feat) in enumerate(zip(outs, feats)):  # outputs[t] = D + T(x_t), first -> final
+    for t, (out, feat) in enumerate(zip(outs, feats)):  # outputs[t] = head(D, x_t), first -> final
         assert out.shape == (3, 3, 40, 56)
-        torch.testing.assert_close(out, padded + net.tail(feat), rtol=0, atol=1e-6, msg=f'output {t} out of order')
+        expected = net.head(padded, feat)[0] if head == 'physical' else padded + net.tail(feat)  # I_k = D + T(x_k)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6, msg=f'output {t} out of order')
     assert all(o.shape == (3, 3, 37, 53) for o in crop_to(outs, size))
     assert (outs[0] - outs[-1]).abs().max() > 1e-6  # the stages do differ, so the order check above has teeth
 
 
 @pytest.mark.parametrize('kwargs', [dict(num_feat=0), dict(unshuffle=0), dict(num_stages=-1), dict(expand=1.5),
                                     dict(num_blocks=0), dict(num_experts=0), dict(temperature=0.0),
-                                    dict(freq_bound=-1.0)])
+                                    dict(freq_bound=-1.0), dict(eta=0.0), dict(eta=True), dict(head='tail')])
 def test_bad_kwargs_raise(kwargs):
     key = next(iter(kwargs))
     with pytest.raises(ValueError, match=key):
         InterIR(**{**TINY, **kwargs})
 
 
-@pytest.mark.parametrize('in_ch, out_ch, num_blocks', [(3, 3, 2), (1, 1, 1), (4, 3, 1)])
-def test_every_parameter_gets_a_nonzero_gradient(in_ch, out_ch, num_blocks):
-    """Beyond test_archs.py (finite gradients): none is zero, with several blocks and channel counts."""
-    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, **TINY)
+@pytest.mark.parametrize('in_ch, out_ch, num_blocks, head', [(3, 3, 2, 'physical'), (1, 1, 1, 'physical'),
+                                                              (4, 3, 1, 'physical'), (3, 3, 1, 'residual')])
+def test_every_parameter_gets_a_nonzero_gradient(in_ch, out_ch, num_blocks, head):
+    """Beyond test_archs.py (finite gradients): none is zero, with several blocks, channel counts and both heads
+    (the physical head's last layers randomised: at initialisation only they get a gradient)."""
+    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, head=head, **TINY)
+    if head == 'physical':
+        _randomise_head(net)
     sum(o.square().mean() for o in net(torch.rand(2, in_ch, 16, 24))).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
@@ -81,9 +100,41 @@ def test_econv_fused_equals_unfused():
     assert conv.priors[0, 1, 1] == 1 and conv.priors[3].sum() == 0
 
 
+def test_physical_head_starts_as_the_identity():
+    """At initialisation G = t = 1 and R = 0: every stage output is the input (to rounding); maps in range."""
+    net = InterIR(**TINY).eval()
+    x = _photo_batch(2, 32, 48)
+    with torch.no_grad():
+        outs, aux = net(x, return_aux=True)
+    for o in outs:  # (D - A) * 1 + A - 0: D up to float32 rounding
+        torch.testing.assert_close(o, x, rtol=0, atol=1e-6)
+    maps = aux['maps'][-1]
+    assert set(maps) == set(MAP_KEYS)
+    assert (maps['gain'] == 1).all() and (maps['transmission'] == 1).all() and (maps['layer'] == 0).all()
+    torch.testing.assert_close(maps['airlight'], torch.full((2, 3, 1, 1), 0.8), rtol=0, atol=3e-3)
+
+
+def test_physical_head_inverts_the_composite():
+    """Given the true maps, the head's inversion ``((D - A) / t + A - R) / G`` recovers J from ``(J G + R) t +
+    A (1 - t)``: the formula the head applies, checked on maps forced through its parameters' outputs."""
+    net = InterIR(**TINY).eval()
+    head = net.head
+    j = _photo_batch(1, 32, 32)
+    g, t, a = 0.4, 0.6, 0.9
+    r = 0.05 * torch.rand(1, 3, 32, 32)
+    d = (j * g + r) * t + a * (1 - t)
+    with torch.no_grad():  # constant maps: bias only (log 1/G, log 1/t are inside 3 tanh(./3); undo it)
+        head.maps[-1].bias.copy_(3 * torch.atanh(torch.tensor([-math.log(g), -math.log(t)]) / 3))
+        head.globals[-1].bias.copy_(torch.tensor([0.0, 0.0, *[math.log(a / (1 - a))] * 3]))
+        image, maps = head(d, torch.zeros(1, TINY['num_feat'], 8, 8))
+    torch.testing.assert_close(maps['gain'], torch.full_like(maps['gain'], g), rtol=1e-5, atol=1e-5)
+    # the head's layer R is 0 here, so the true additive layer r stays in, amplified by 1 / G
+    torch.testing.assert_close(image, j + r / g, rtol=1e-4, atol=1e-4)
+
+
 def test_tail_starts_without_subpixel_grid():
-    """ICNR: at initialisation every s x s block of the tail's output is constant (no s-periodic grid)."""
-    net = InterIR(**TINY)
+    """ICNR: at initialisation every s x s block of the residual head's tail is constant (no s-periodic grid)."""
+    net = InterIR(head='residual', **TINY)
     s = net.size_multiple
     feat = torch.randn(2, net.tail[0].in_channels, 5, 7)
     out = net.tail(feat)
@@ -124,9 +175,9 @@ def test_return_aux_keys_shapes_and_ranges():
     with torch.no_grad():
         outs, aux = net(_photo_batch(b, h, w), return_aux=True)
         plain = net(_photo_batch(b, h, w))
-    assert set(aux) == set(AUX_KEYS)
+    assert set(aux) == {*AUX_KEYS, 'maps'}
     steps = TINY['num_stages'] + 1
-    assert all(len(aux[k]) == steps == len(outs) for k in AUX_KEYS)
+    assert all(len(aux[k]) == steps == len(outs) for k in (*AUX_KEYS, 'maps'))
     for a, p in zip(outs, plain):  # asking for aux does not change the images
         torch.testing.assert_close(a, p, rtol=0, atol=0)
     s, m = TINY['unshuffle'], TINY['num_experts']
@@ -144,6 +195,12 @@ def test_return_aux_keys_shapes_and_ranges():
         assert torch.linalg.matrix_norm(aux['P'][t], ord=2).max() <= 1 + 1e-4
         assert torch.linalg.matrix_norm(aux['Q'][t], ord=2).max() <= 1 + 1e-4
         assert aux['residual'][t].shape == (b,) and (aux['residual'][t] >= 0).all()
+        maps = aux['maps'][t]
+        assert maps['gain'].shape == maps['transmission'].shape == (b, 1, h, w)
+        assert maps['airlight'].shape == (b, 3, 1, 1) and maps['layer'].shape == (b, 3, h, w)
+        bound = math.exp(3)
+        for key in ('gain', 'transmission'):
+            assert (maps[key] >= 1 / bound).all() and (maps[key] <= bound).all()
     # routing is not kept once the call returns
     assert all(e.routing is None and not e.keep_routing for e in net.modules() if isinstance(e, EConv))
 
@@ -172,6 +229,7 @@ def test_constant_inputs_stay_finite(fill):
     outs, aux = net(x, return_aux=True)
     assert all(torch.isfinite(o).all() for o in outs)
     assert all(torch.isfinite(v).all() for key in AUX_KEYS for v in aux[key])
+    assert all(torch.isfinite(v).all() for maps in aux['maps'] for v in maps.values())
     sum(o.mean() for o in outs).backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 

@@ -22,7 +22,7 @@ def _t(m):
     return m.transpose(-1, -2)
 
 
-def _factor(m, eps=1e-6):
+def _factor(m, eps=1e-2):
     """``rownorm(m)`` (each row to unit L2 norm), then divided by the Schur bound ``sqrt(||.||_1 ||.||_inf)``.
 
     The second step is our addition: it bounds the spectral norm by 1 (exactly 1 for permutation matrices such
@@ -50,6 +50,72 @@ def _icnr_(conv, scale):
         base = nn.Conv2d(conv.in_channels, out_ch, conv.kernel_size, padding=conv.padding)
         conv.weight.copy_(base.weight.repeat_interleave(scale ** 2, dim=0))
         conv.bias.copy_(base.bias.repeat_interleave(scale ** 2))
+
+
+class PhysicalHead(nn.Module):
+    """Output head that estimates the composite's physical maps from features ``x`` and inverts them.
+
+    The synthesiser (and the physics) compose low light, an additive layer (rain, snow, sensor noise) and haze as
+    ``D = (J G + R) t + A (1 - t)``. The head inverts it, ``I = ((D - A) / t + A - R) / G``, with maps estimated
+    from ``x`` (``B x C x h x w``, ``h = H / s``) and two classical cues of ``D`` at the network's resolution, the
+    Retinex illumination ``L_D`` (local mean of the max-channel map) and the dark channel ``dc_D`` (local minimum
+    of the min-channel map):
+
+    - gain ``G = exp(-g)``, ``g = k_b (-log L_D) + conv_g``: under the Retinex low light ``J L^(gamma - 1)`` the
+      observed illumination is ``L^gamma``, so ``-log G = (1 - 1 / gamma)(-log L_D)``: one per-image strength
+      ``k_b`` (0 without low light) plus a learned correction;
+    - transmission ``t = exp(-tau)``, ``tau = k'_b (-log(1 - dc_D / A)) + conv_tau``: the dark-channel prior's
+      ``t = 1 - dc_D / A`` with a per-image strength ``k'_b`` plus a learned correction;
+    - airlight ``A`` (one value per channel, sigmoid) and the strengths ``k_b, k'_b`` from one MLP on the pooled
+      features and cue statistics; the additive layer ``R = PixelShuffle_s(Conv3x3(x))`` at full resolution.
+
+    ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled (gain and transmission are smooth).
+    The last layers start at zero, so at initialisation ``G = t = 1``, ``R = 0`` and ``I = D`` exactly: every stage
+    starts from the input, not from noise.
+
+    Args:
+        ch (int): Feature channels C.
+        out_ch (int): Image channels.
+        scale (int): The unshuffle factor s.
+    """
+
+    def __init__(self, ch, out_ch, scale):
+        super().__init__()
+        self.scale = scale
+        self.maps = nn.Sequential(nn.Conv2d(ch + 2, ch, 3, 1, 1), nn.GELU(), nn.Conv2d(ch, 2, 3, 1, 1))  # conv_g, _tau
+        self.layer = nn.Sequential(nn.Conv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+        self.globals = nn.Sequential(nn.Linear(ch + 4, ch), nn.GELU(), nn.Linear(ch, 2 + out_ch))  # k, k', A logits
+        for layer in (self.maps[-1], self.layer[0], self.globals[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.constant_(self.globals[-1].bias[2:], 1.4)  # A = sigmoid(1.4) = 0.8, the middle of the airlight range
+        nn.init.constant_(self.maps[-1].bias, -4.0)  # log 1/G = log 1/t = softplus(-4) = 0.018: G = t = 0.98
+
+    def cues(self, d):
+        """``(log L_D, dc_D)``, each ``B x 1 x h x w``: the log Retinex illumination and the dark channel of ``d``."""
+        s = self.scale
+        light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
+        dark = -F.max_pool2d(-d.amin(1, keepdim=True), s)
+        return torch.log(light.clamp_min(1e-3)), dark
+
+    def forward(self, d, x):
+        """Restored image from the degraded input ``d`` and features ``x``; also returns the maps."""
+        with torch.autocast(x.device.type, enabled=False):
+            x, d = x.float(), d.float()
+            log_light, dark = self.cues(d)
+            stats = torch.cat([x.mean((2, 3)), log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)),
+                               dark.std((2, 3))], 1)
+            k_gain, k_t, a_logits = self.globals(stats).split([1, 1, d.shape[1]], 1)
+            airlight = torch.sigmoid(a_logits)[..., None, None]
+            prior_t = -torch.log((1 - dark / airlight.mean(1, keepdim=True)).clamp_min(0.05))
+            prior = torch.cat([k_gain[..., None, None] * -log_light, k_t[..., None, None] * prior_t], 1)
+            log_inv = 3 * torch.tanh(F.softplus(prior + self.maps(torch.cat([x, log_light, dark], 1))) / 3)
+            log_inv = F.interpolate(log_inv, scale_factor=self.scale, mode='bilinear', align_corners=False)
+            inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
+            layer = self.layer(x)
+            image = ((d - airlight) * inv_t + airlight - layer) * inv_gain
+        maps = {'gain': 1 / inv_gain, 'transmission': 1 / inv_t, 'airlight': airlight, 'layer': layer}
+        return image, maps
 
 
 def _mlp(ch, hidden):
@@ -92,11 +158,12 @@ class Stage(nn.Module):
         ch (int): Feature channels C.
         eb (dict): Keyword arguments of :func:`explainable_blocks`.
         expand (int): Hidden width factor of g1, g2.
+        eta (float): Initial step size of the image step. Default: 0.01.
     """
 
-    def __init__(self, ch, eb, expand):
+    def __init__(self, ch, eb, expand, eta=0.01):
         super().__init__()
-        self.image = ImageStep(ch, eb, expand)
+        self.image = ImageStep(ch, eb, expand, eta)
         self.eb_p = explainable_blocks(2 * ch, **eb)
         self.eb_q = explainable_blocks(2 * ch, **eb)
         self.eb_lam = explainable_blocks(ch, **eb)
@@ -162,24 +229,32 @@ class InterIR(nn.Module):
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, unshuffle=4, num_stages=6, num_experts=4, expand=2,
-                 num_blocks=1, temperature=1.0, freq_bound=1.0):
+                 num_blocks=1, temperature=1.0, freq_bound=1.0, eta=0.5, head='physical'):
         super().__init__()
         for key, value, low in (('num_in_ch', num_in_ch, 1), ('num_out_ch', num_out_ch, 1), ('num_feat', num_feat, 1),
                                 ('unshuffle', unshuffle, 1), ('num_stages', num_stages, 0), ('expand', expand, 1),
                                 ('num_blocks', num_blocks, 1), ('num_experts', num_experts, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f'InterIR: {key} must be an int >= {low}, got {value!r}')
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < 20:
+            raise ValueError(f'InterIR: eta must be a number in (0, 20), got {eta!r}')
+        if head not in ('physical', 'residual'):
+            raise ValueError(f"InterIR: head must be 'physical' or 'residual', got {head!r}")
+        self.head_type = head
         self.size_multiple = unshuffle
         c, s = num_feat, unshuffle
         eb = dict(num_blocks=num_blocks, num_experts=num_experts, expand=expand, temperature=temperature,
                   freq_bound=freq_bound)
         self.lift = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(num_in_ch * s * s, c, 3, 1, 1))
         self.lam_init = Pointwise(c, c)
-        self.stages = nn.ModuleList(Stage(c, eb, expand) for _ in range(num_stages))
-        self.final = ImageStep(c, eb, expand)
-        self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
-        _icnr_(self.tail[0], s)
+        self.stages = nn.ModuleList(Stage(c, eb, expand, eta) for _ in range(num_stages))
+        self.final = ImageStep(c, eb, expand, eta)
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
+        if head == 'physical':
+            self.head = PhysicalHead(c, num_out_ch, s)
+        else:
+            self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
+            _icnr_(self.tail[0], s)
 
     def forward(self, x, return_aux=False):
         """Restore ``x`` (B x num_in_ch x H x W, H and W multiples of ``size_multiple``); see the class doc."""
@@ -202,17 +277,21 @@ class InterIR(nn.Module):
         z = self.lift(d)  # z = Conv3x3(PixelUnshuffle_s(D))
         x, lam = z, self.lam_init(z) + z  # x_0 = z, lambda_0 = Conv1x1(z) + z
         p, q = _factor(_mm(z, _t(z))), _factor(_mm(_t(z), z))  # P_0 = rownorm(z z^T), Q_0 = rownorm(z^T z)
-        outputs, aux = [], {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual')}
+        outputs, aux = [], {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual', 'maps')}
         for t, step in enumerate((*self.stages, self.final)):
             if step is self.final:
                 x, _, delta, eta = step(x, z, lam, p, q)  # final image step
             else:
                 x, lam, p, q, delta, eta = step(x, z, lam, p, q)  # image, P, Q, lambda
-            outputs.append(skip + self.tail(x))  # I_k = D + T(x_k)
+            if self.head_type == 'physical':
+                image, maps = self.head(skip, x)  # I_k = ((D - A) / t + A - R) / G from maps estimated on x_k
+            else:
+                image, maps = skip + self.tail(x), None  # I_k = D + T(x_k)
+            outputs.append(image)
             if econvs is not None:
                 aux['alpha'].append(torch.stack([m.routing[0] for m in econvs[t]], 1))
                 aux['gamma'].append(torch.stack([m.routing[1] for m in econvs[t]], 1))
                 aux['residual'].append((_mm(p, x, q) - z).flatten(1).norm(dim=1))  # ||P x Q - z||
-                for key, value in (('eta', eta), ('delta', delta), ('P', p), ('Q', q)):
+                for key, value in (('eta', eta), ('delta', delta), ('P', p), ('Q', q), ('maps', maps)):
                     aux[key].append(value)
         return (outputs, aux) if econvs is not None else outputs

@@ -18,8 +18,10 @@ def run_pipeline(kind, args):
     from interir_plugin.tools.pipelines import run_basicsr
 
     try:
-        run_basicsr(kind, args.opt, os.getcwd(), args.force_yml, args.launcher, getattr(args, 'auto_resume', False),
-                    getattr(args, 'debug', False), log_stdout=False)
+        spent = run_basicsr(kind, args.opt, os.getcwd(), args.force_yml, args.launcher,
+                            getattr(args, 'auto_resume', False), getattr(args, 'debug', False), log_stdout=False)
     except OptionFileError as err:
         raise SystemExit(f'interir {kind}: {err}') from None
+    if spent is not None:
+        print(f'interir {kind}: {spent}; weights in experiments/<name>/models/net_g_latest.pth')
     return 0

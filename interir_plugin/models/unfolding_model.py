@@ -12,6 +12,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from interir_plugin.models.time_budget import TimeBudgetMixin, check_budget_options
 from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
 from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
 from interir_plugin.utils.padding import crop_to, pad_for_network
@@ -22,10 +23,10 @@ from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, ti
 #: docstring. Any other key raises, so a typo never goes unnoticed.
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
               'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
-              'bf16')
+              'bf16', 'time_budget')
 #: Keys of ``val:`` read by BasicSR (first) and by this model (second).
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
-            'tile', 'tile_overlap', 'self_ensemble')
+            'tile', 'tile_overlap', 'self_ensemble', 'val_seconds')
 #: Keys BasicSR's SRModel reads that this model refuses, with the reason.
 REFUSED_KEYS = {'perceptual_opt': 'perceptual losses are not supported by UnfoldingRestorationModel '
                                   '(use pixel_opt, edge_opt, frequency_opt)'}
@@ -76,12 +77,13 @@ def check_options(opt):
     if opt.get('train') is not None and not train.get('pixel_opt'):
         raise ValueError('option train.pixel_opt is required (e.g. {type: CharbonnierLoss, eps: 1.0e-6}); '
                          'edge_opt and frequency_opt are added to it')
+    check_budget_options(opt)
     val = opt.get('val') or {}
     check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
 
 
 @MODEL_REGISTRY.register()
-class UnfoldingRestorationModel(SRModel):
+class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     """Restoration model for networks that return one image per stage (InterIR, DGUNet, DGUNet+), or one image.
 
     Training sums, over the stage outputs ``o_k`` (first -> final), ``w_k * (pixel(o_k, gt) + edge(o_k, gt) +
@@ -112,7 +114,13 @@ class UnfoldingRestorationModel(SRModel):
       row stop training with an error. Default: 10.
     - ``train.bf16``: bfloat16 autocast of the network's forward in training, on CUDA and on the CPU (torch's CPU
       autocast supports bfloat16); losses and testing stay float32. Default: false.
+    - ``train.time_budget``: seconds of training the run lasts (validation not counted), null for BasicSR's
+      ``total_iter`` steps; the schedule is spread over the seconds and the run ends with ``net_g_latest.pth``
+      (:mod:`interir_plugin.models.time_budget`). Default: None.
     - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
+    - ``val.val_seconds``: with ``val_freq: 1``, validate every this many seconds of training (and when
+      ``time_budget`` is spent), appending to ``metrics/curve_<dataset>.csv``; null for BasicSR's ``val_freq``.
+      Default: None.
     - ``val.tile``: tile side for tiled inference (a multiple of ``size_multiple``), null for whole images.
       Default: None.
     - ``val.tile_overlap``: overlap of neighbouring tiles (``tile >= 2 * tile_overlap``). Default: 32.
@@ -158,6 +166,7 @@ class UnfoldingRestorationModel(SRModel):
         self.bf16 = train_opt.get('bf16', False)
         self.nonfinite_steps = 0  # total skipped steps
         self.nonfinite_in_a_row = 0
+        self.init_time_budget()
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam)."""
@@ -249,6 +258,7 @@ class UnfoldingRestorationModel(SRModel):
                 self.model_ema(decay=self.ema_decay)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         self.log_dict['nonfinite_steps'] = self.nonfinite_steps
+        self.budget_spent(current_iter)
 
     # ---------------------------------------------------------------------------------------------- inference
     def restore(self, lq, net=None):
@@ -323,9 +333,9 @@ class UnfoldingRestorationModel(SRModel):
         if pbar is not None:
             pbar.close()
         if metric_opts is not None:
-            self._summarise(records, dataset_name, current_iter, tb_logger)
+            self._summarise_validation(records, dataset_name, current_iter, tb_logger)
 
-    def _summarise(self, records, dataset_name, current_iter, tb_logger):
+    def _summarise_validation(self, records, dataset_name, current_iter, tb_logger):
         """Per-label, mean-over-labels and overall means (:func:`~interir_plugin.utils.metrics.label_summary`); best
         values; CSV; log."""
         summary = label_summary(records, list(self.opt['val']['metrics']), f'validation dataset {dataset_name}')

@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 
+from interir_plugin.models.time_budget import TimeBudgetReached
 from interir_plugin.tools.options import OptionFileError, check_option_file
 
 #: what each kind of run starts, as ``(module, function)``.
@@ -53,6 +54,9 @@ def run_basicsr(kind, option_path, root='.', force_yml=None, launcher='none', au
         debug (bool): BasicSR's debug mode (training). Default: False.
         log_stdout (bool): Send what BasicSR prints ("Disable distributed." ...) to its log instead of the console.
             Default: True.
+
+    Returns:
+        TimeBudgetReached | None: When ``train.time_budget`` ended the run, its ``iters`` and ``seconds``; else None.
     """
     if kind not in PIPELINES:
         raise ValueError(f'run_basicsr: kind must be train or test, got {kind!r}')
@@ -68,6 +72,8 @@ def run_basicsr(kind, option_path, root='.', force_yml=None, launcher='none', au
     try:
         with contextlib.redirect_stdout(printed) if log_stdout else contextlib.nullcontext():
             pipeline(os.path.abspath(root))
+    except TimeBudgetReached as spent:  # train.time_budget ended the run (weights saved as latest)
+        return spent
     finally:
         sys.argv = saved
         for line in printed.getvalue().splitlines():
