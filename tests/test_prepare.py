@@ -27,15 +27,16 @@ def minicdd(tmp_path_factory):
 
 
 def test_minicdd_layout_and_size(minicdd):
-    for split, count, shape in (('train', 20, (192, 192, 3)), ('test', 6, (256, 256, 3))):
+    for split, count, shape in (('train', 20, (192, 192, 3)), ('test', 6, (256, 256, 3)),
+                                ('heldout', 12, (192, 192, 3))):
         names = sorted(os.listdir(minicdd / split / 'clear'))
         assert len(names) == count
         for folder in ('clear', *CDD11_CATEGORIES):
             assert sorted(os.listdir(minicdd / split / folder)) == names
         assert cv2.imread(str(minicdd / split / 'low_haze_rain' / names[0])).shape == shape
-    train_photos = {n.rsplit('_', 1)[0] for n in os.listdir(minicdd / 'train' / 'clear')}
-    test_photos = {n.rsplit('_', 1)[0] for n in os.listdir(minicdd / 'test' / 'clear')}
-    assert not train_photos & test_photos  # split by photo
+    photos = {split: {n.rsplit('_', 1)[0] for n in os.listdir(minicdd / split / 'clear')}
+              for split in ('train', 'test', 'heldout')}
+    assert not photos['train'] & photos['test'] and not photos['heldout'] & (photos['train'] | photos['test'])
     size = sum(osp.getsize(osp.join(d, f)) for d, _, fs in os.walk(minicdd) for f in fs)
     assert size < 100 * 2**20
 
@@ -44,7 +45,7 @@ def test_minicdd_is_deterministic(minicdd, tmp_path):
     again = tmp_path / 'again'
     make_minicdd(str(again), seed=0)
     files = _tree(minicdd)
-    assert files == _tree(again) and len(files) == 12 * 26 + 1
+    assert files == _tree(again) and len(files) == 12 * 38 + 1
     match, mismatch, errors = filecmp.cmpfiles(minicdd, again, files, shallow=False)
     assert not mismatch and not errors
 
@@ -56,8 +57,8 @@ def test_minicdd_refuses_to_overwrite(minicdd, capsys):
 
 def test_minicdd_meta_lists_match_the_repository(minicdd, tmp_path):
     written = write_meta(str(minicdd), str(tmp_path))
-    assert sorted(osp.basename(p) for p in written) == ['test.txt', 'train.txt']
-    for name in ('train.txt', 'test.txt'):
+    assert sorted(osp.basename(p) for p in written) == ['heldout.txt', 'test.txt', 'train.txt']
+    for name in ('train.txt', 'test.txt', 'heldout.txt'):
         assert (tmp_path / name).read_text() == open(osp.join(REPO, 'datasets_meta', 'minicdd', name)).read()
 
 

@@ -16,8 +16,13 @@ from interir_plugin.utils.images import IMAGE_EXTENSIONS, STORED_CHANNELS, decod
 #: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
 MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
 MINICDD_TEST_PHOTOS = ('chelsea', 'coffee', 'motorcycle_left')
+#: Held-out photos for decisions (recipes, presets, ablations), never trained on and never the test split:
+#: matplotlib's ``grace_hopper`` and scikit-image's grey ``camera`` and ``coins`` (grey replicated to RGB).
+MINICDD_HELDOUT_PHOTOS = ('grace_hopper', 'camera', 'coins')
 #: (short side the photo is resized to, tile height, tile width, tile rows, tile columns) per split.
-MINICDD_TILES = {'train': (384, 192, 192, 2, 2), 'test': (288, 256, 256, 1, 2)}
+MINICDD_TILES = {'train': (384, 192, 192, 2, 2), 'test': (288, 256, 256, 1, 2), 'heldout': (384, 192, 192, 2, 2)}
+#: MiniCDD's splits and their photos, in the order they are synthesised (each split draws its own indices).
+MINICDD_SPLITS = (('train', MINICDD_TRAIN_PHOTOS), ('test', MINICDD_TEST_PHOTOS), ('heldout', MINICDD_HELDOUT_PHOTOS))
 #: PNG compression level of every writer (deterministic bytes for deterministic pixels).
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
@@ -45,14 +50,22 @@ def _write_png(path, img):
 
 
 def load_skimage_photo(name):
-    """An RGB uint8 photo bundled with scikit-image (``motorcycle_left``: left view of the stereo pair)."""
+    """An RGB uint8 photo bundled with scikit-image (``motorcycle_left``: left view of the stereo pair; grey photos
+    replicated to three channels) or, for ``grace_hopper``, with matplotlib."""
     try:
         import skimage.data
     except ImportError as err:
         raise ImportError('interir prepare minicdd needs scikit-image (pip install scikit-image)') from err
     if name == 'motorcycle_left':
         return np.ascontiguousarray(skimage.data.stereo_motorcycle()[0])
-    return np.ascontiguousarray(getattr(skimage.data, name)())
+    if name == 'grace_hopper':  # matplotlib's sample photo (matplotlib is a dependency)
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data('grace_hopper.jpg') as f:
+            bgr = decode_image(f.read(), 'grace_hopper.jpg')  # float32 in [0, 1], the one image rule
+        return np.ascontiguousarray(np.round(bgr[..., ::-1] * 255)).astype(np.uint8)
+    img = getattr(skimage.data, name)()
+    return np.ascontiguousarray(np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img)
 
 
 def photo_tiles(img, short_side, tile_h, tile_w, rows, cols):
@@ -102,21 +115,22 @@ def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_of
 
 
 def make_minicdd(out, seed=0, force=False):
-    """Build MiniCDD: scikit-image photos, tiled and degraded into the CDD-11 layout ``out/{train,test}/...``.
+    """Build MiniCDD: photos, tiled and degraded into the CDD-11 layout ``out/{train,test,heldout}/...``.
 
     Deterministic for a seed (byte-identical PNGs for given numpy/OpenCV versions). Writes ``out/train``,
-    ``out/test`` and ``out/manifest.json`` (photos, tiles, seed, drawn parameters); other contents of ``out`` are
-    left alone.
+    ``out/test``, ``out/heldout`` (:data:`MINICDD_SPLITS`; the synthesis indices run on from split to split, so no
+    two splits share degradation parameters) and ``out/manifest.json`` (photos, tiles, seed, drawn parameters);
+    other contents of ``out`` are left alone.
 
     Args:
         out (str): Output folder.
         seed (int): Synthesis seed. Default: 0.
-        force (bool): Replace existing ``train``, ``test`` and manifest. Default: False.
+        force (bool): Replace existing splits and manifest. Default: False.
 
     Returns:
         dict: The manifest.
     """
-    targets = [osp.join(out, p) for p in ('train', 'test', 'manifest.json')]
+    targets = [osp.join(out, p) for p in (*(split for split, _ in MINICDD_SPLITS), 'manifest.json')]
     existing = [p for p in targets if osp.lexists(p)]
     if existing and not force:
         raise OverwriteError(f'{", ".join(existing)} exist(s); pass --force (force=True) to replace')
@@ -124,7 +138,7 @@ def make_minicdd(out, seed=0, force=False):
         _delete_if_forced(path, True)
     manifest = {'name': 'MiniCDD', 'seed': int(seed), 'categories': list(CDD11_CATEGORIES), 'splits': {}}
     offset = 0
-    for split, photos in (('train', MINICDD_TRAIN_PHOTOS), ('test', MINICDD_TEST_PHOTOS)):
+    for split, photos in MINICDD_SPLITS:
         images = []
         for photo in photos:
             tiles = photo_tiles(load_skimage_photo(photo), *MINICDD_TILES[split])
