@@ -319,7 +319,8 @@ def test_demo_quick_runs_every_step(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     demo = tmp_path / 'd'
     for file in ('leaderboard.md', 'leaderboard.csv', 'leaderboard.png', 'explain/explain.png',
-                 'explain/explain.json', 'demo.log'):
+                 'explain/explain.json', 'demo.log', 'learning_curve.csv', 'learning_curve.png', 'audit/audit.json',
+                 'audit/audit.md', 'audit/audit.png'):
         assert (demo / file).is_file(), file
     with open(demo / 'leaderboard.csv') as f:
         rows = list(csv.DictReader(f))
@@ -329,7 +330,14 @@ def test_demo_quick_runs_every_step(tmp_path):
     assert {r['network'] for r in rows} >= {'InterIR', 'DGUNet', '-'}
     assert all(f'psnr_{label}' in rows[0] for label in QUICK['labels'])
     assert all(int(r['images']) == len(QUICK['labels']) * QUICK['images_per_label'] for r in rows)
+    trained = [r for r in rows if r['network'] != '-']  # every model trained for the same budget, with its figures
+    assert all(int(r['iters']) >= 1 and float(r['train_seconds']) >= QUICK['budget'] for r in trained)
+    with open(demo / 'learning_curve.csv') as f:
+        curve = list(csv.DictReader(f))
+    assert {p['model'] for p in curve} == {name for name, _ in DEMO_MODELS}
+    assert all(float(p['psnr']) > 0 for p in curve)
+    assert 'stage_psnr' in json.load(open(demo / 'audit' / 'audit.json'))
     assert json.load(open(demo / 'explain' / 'explain.json'))['network'] == 'InterIR'
     assert 'leaderboard:' in out.stdout and str(os.path.join('d', 'leaderboard.md')) in out.stdout
-    for opt_file in glob.glob(str(demo / 'options' / '*.yml')):  # the written test options point at real weights
+    for opt_file in glob.glob(str(demo / 'options' / 'test_*.yml')):  # the test options point at real weights
         assert os.path.isfile(tmp_path / yaml.safe_load(open(opt_file))['path']['pretrain_network_g'])

@@ -1,8 +1,10 @@
-"""The main job on the embedded default: build MiniCDD, train InterIR-S, DGUNet-S and BasicSR's RIDNet, score them.
+"""The main job on the embedded default: build MiniCDD, train InterIR-S, DGUNet-S and BasicSR's RIDNet for the same
+wall-clock budget each, score them.
 
-Trains each model with BasicSR's trainer from its shipped option file, tests all of them and the degraded input
-on the MiniCDD test split, and writes a leaderboard (markdown, CSV, PNG) and an InterIR explain figure to --out.
-About 5-7 minutes on 2 CPU cores; uses a GPU if one is present. MiniCDD goes to ./datasets/MiniCDD.
+Trains each model with BasicSR's trainer from its shipped MiniCDD recipe for --budget seconds, draws their
+learning curves on held-out images, tests all of them and the degraded input on the MiniCDD test split, and writes a
+leaderboard (markdown, CSV, PNG), the learning curves, an InterIR explain figure and its audit to --out. About 5
+minutes on 2 CPU cores with the default budget; uses a GPU if one is present. MiniCDD goes to ./datasets/MiniCDD.
 See docs/tools.md.
 """
 
@@ -10,8 +12,10 @@ See docs/tools.md.
 def add_arguments(parser):
     parser.add_argument('--out', default='interir_demo', help='output folder (default: interir_demo)')
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda[:i] (default: auto)')
+    parser.add_argument('--budget', type=float, default=None,
+                        help='training seconds per model (default: interir_plugin.tools.demo.DEFAULT_BUDGET)')
     parser.add_argument('--quick', action='store_true',
-                        help='same steps with a few iterations and test images: checks the wiring in about a '
+                        help='same steps with 2 s of training and a few test images: checks the wiring in about a '
                              'minute; its numbers mean nothing')
 
 
@@ -21,7 +25,7 @@ def run(args):
     import sys
 
     from interir_plugin.tools.console import user_errors
-    from interir_plugin.tools.demo import demo
+    from interir_plugin.tools.demo import DEFAULT_BUDGET, demo
 
     if 'OMP_WAIT_POLICY' not in os.environ:
         # OpenMP reads the variable once, when torch is imported: run the demo in a child process that has it. With
@@ -29,17 +33,21 @@ def run(args):
         # waits for a descheduled thread (InterIR-S forward 20 s instead of 0.3 s; docs/tools.md, "Speed").
         # Set OMP_WAIT_POLICY yourself (ACTIVE keeps the default) to run in this process.
         command = [sys.executable, '-m', 'interir_plugin', 'demo', '--out', args.out, '--device', args.device]
+        command += ['--budget', str(args.budget)] if args.budget is not None else []
         return subprocess.call(command + (['--quick'] if args.quick else []),
                                env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
     with user_errors('demo'):
-        result = demo(args.out, quick=args.quick, device=args.device)
+        result = demo(args.out, quick=args.quick, device=args.device,
+                      budget=DEFAULT_BUDGET if args.budget is None else args.budget)
     board, secs = result['leaderboard'], result['seconds']
     print()
     print(board['markdown'])
     print(f'interir demo finished in {secs["total"]:.0f} s' + (' (--quick: the numbers mean nothing)' if args.quick
                                                                else ''))
     print(f'  leaderboard: {board["md"]}, {board["csv"]}, {board["png"]}')
+    print(f'  curves:      {result["curve"]["png"]}, {result["curve"]["csv"]}')
     print(f'  explain:     {result["explain"]["png"]}, {result["explain"]["json"]}')
+    print(f'  audit:       {result["audit"]["md"]}, {result["audit"]["png"]}, {result["audit"]["json"]}')
     print(f'  trained:     {args.out}/experiments/   test options: {args.out}/options/   log: {result["log"]}')
     print('  time:        ' + ', '.join(f'{k} {v:.0f} s' for k, v in secs.items() if k != 'total'))
     return 0

@@ -117,7 +117,7 @@ def network_cost(network_opt, device, repeats=5, warmup=1):
 
 
 def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, device='auto', repeats=5,
-          warmup=1, progress=True, verbose=False, log=print):
+          warmup=1, progress=True, verbose=False, training=None, log=print):
     """Test every option file (or reuse its results), then write one leaderboard.
 
     Args:
@@ -133,6 +133,8 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
         progress (bool): Progress bars. Default: True.
         verbose (bool): Show BasicSR's INFO log on the console; it goes to ``out_dir/bench.log`` either way (if
             BasicSR's logger is not configured yet in this process). Default: False.
+        training (dict | None): ``{model name: {'iters': int, 'train_seconds': float}}`` of the runs that made the
+            weights, shown as leaderboard columns. Default: None.
         log (callable): Receives one-line progress messages. Default: print.
 
     Returns:
@@ -163,6 +165,7 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
         for ds, csv_path in zip(datasets, csvs):
             scores = leaderboard.read_metrics_csv(csv_path)
             rows.append({'model': opt['name'], 'network': opt['network_g']['type'], 'dataset': ds['name'], **cost,
+                         **(training or {}).get(opt['name'], {}),
                          **{k: scores[k] for k in ('images', 'metrics', 'labels', 'per_label', 'mean')}})
             if identity and ds['name'] not in baselines:
                 baselines[ds['name']] = identity_scores(ds, opt['val']['metrics'], progress)

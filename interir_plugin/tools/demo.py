@@ -1,23 +1,27 @@
-"""``interir demo``: the main job on the embedded data set, from nothing to a leaderboard and an explain figure.
+"""``interir demo``: the main job on the embedded data set, from nothing to a leaderboard at equal training time.
 
 Steps (each printed with its wall time):
 
 1. MiniCDD: built under ``datasets/MiniCDD`` (relative to the current directory, where the option files look
-   for it) by :func:`interir_plugin.data.preparation.make_minicdd` unless its ``train/`` and ``test/`` exist.
+   for it) by :func:`interir_plugin.data.preparation.make_minicdd` unless its splits exist.
 2. Training, with BasicSR's trainer, of every model in :data:`DEMO_MODELS` (InterIR-S, a DGUNet of similar size,
-   and BasicSR's own RIDNet as the zoo reference), each from its shipped option file, unchanged except for
-   ``num_gpu`` (the chosen device) and ``val: ~`` (no validation during training: step 3 scores every model
-   once). Experiments go to ``<out>/experiments/<name>/``.
-3. :func:`interir_plugin.tools.bench.bench` on test option files written to ``<out>/options/`` (each network
-   with its ``net_g_latest.pth``, EMA weights when the run kept them, on the MiniCDD test split), plus the
-   degraded input as a baseline: ``<out>/leaderboard.{md,csv,png}``.
+   and BasicSR's own RIDNet as the zoo reference) from its shipped MiniCDD recipe, for the same wall-clock
+   ``budget`` each (``train.time_budget``: the schedule is spread over the seconds, not the iterations). Every
+   ``budget / CURVE_POINTS`` seconds of training each model is validated on :data:`CURVE_IMAGES` of the held-out
+   split (validation time is not counted): ``<out>/learning_curve.{csv,png}``, PSNR against training seconds.
+3. Scoring of every model and of the degraded input on the MiniCDD test split (:data:`SCORE_IMAGES` of every
+   label) with :func:`interir_plugin.tools.bench.bench`: ``<out>/leaderboard.{md,csv,png}``, with the iterations
+   each model reached and its training seconds.
 4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on one test image of the hardest
-   category (``low_haze_rain``), with its clean image for per-stage PSNR: ``<out>/explain/``.
+   category (``low_haze_rain``), and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos
+   synthesised into every category: ``<out>/explain/``, ``<out>/audit/``.
 
-BasicSR's log of all runs goes to ``<out>/demo.log``; the console gets the steps, the trainer's iteration lines
-and the leaderboard. ``quick`` runs the same steps with :data:`QUICK` settings (a few iterations, a few test
-images): it checks the wiring and is what the test suite runs; its numbers mean nothing.
+BasicSR's log of all runs goes to ``<out>/demo.log``; the console gets the steps, the trainer's iteration lines,
+the leaderboard and the audit's headline. ``quick`` runs the same steps on a tiny budget and a few images: it
+checks the wiring and is what the test suite runs; its numbers mean nothing.
 """
+import contextlib
+import csv
 import logging
 import os
 import time
@@ -26,7 +30,6 @@ import yaml
 
 from interir_plugin.tools.bench import bench
 from interir_plugin.tools.console import route_basicsr_log
-from interir_plugin.tools.explain import explain
 from interir_plugin.tools.loading import resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.tools.pipelines import run_basicsr
@@ -36,16 +39,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 #: Where the option files expect MiniCDD (relative to the current directory).
 DATA_ROOT = os.path.join('datasets', 'MiniCDD')
 #: ``(name, training option file relative to the repository root)`` of the demo's models: the name is the
-#: leaderboard's model column and the test run's ``results/<name>`` folder. The first one is explained.
+#: leaderboard's model column and the test run's ``results/<name>`` folder. The first one is explained and audited.
 DEMO_MODELS = (
-    ('InterIR-S', 'options/train/InterIR/train_InterIR-S_MiniCDD_smoke.yml'),
-    ('DGUNet-S', 'options/train/DGUNet/train_DGUNet-S_MiniCDD_smoke.yml'),
-    ('RIDNet-zoo', 'options/bench/train_RIDNet_MiniCDD_smoke.yml'),
+    ('InterIR-S', 'options/train/InterIR/train_InterIR-S_MiniCDD.yml'),
+    ('DGUNet-S', 'options/train/DGUNet/train_DGUNet-S_MiniCDD.yml'),
+    ('RIDNet-zoo', 'options/bench/train_RIDNet_MiniCDD.yml'),
 )
+#: Default training seconds per model (``--budget``): ``make demo`` on a fresh clone within 8 minutes on 2 cores.
+DEFAULT_BUDGET = 60
+#: Validation points of the learning curve after the first one (one every ``budget / CURVE_POINTS`` seconds).
+CURVE_POINTS = 4
+#: Held-out images of every label the learning curve is measured on (first in name order).
+CURVE_IMAGES = 1
+#: Test images of every label the leaderboard scores (first in name order; None: all six). Every model and the
+#: input are scored on the same ones.
+SCORE_IMAGES = 3
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
-#: ``quick`` settings: training iterations, test labels and images per label, latency repeats.
-QUICK = {'total_iter': 2, 'labels': ('haze', 'low_haze_rain'), 'images_per_label': 1, 'repeats': 1}
+#: ``quick`` settings: training seconds, test labels and images per label, latency repeats, audited images.
+QUICK = {'budget': 2, 'labels': ('haze', 'low_haze_rain'), 'images_per_label': 1, 'repeats': 1, 'audit_images': 2}
 
 
 class _IterationEcho(logging.Handler):
@@ -62,42 +74,63 @@ class _IterationEcho(logging.Handler):
 
 
 def ensure_minicdd(log=print):
-    """Build MiniCDD under :data:`DATA_ROOT` unless its train and test splits exist; return its path."""
-    from interir_plugin.data.preparation import make_minicdd
+    """Build MiniCDD under :data:`DATA_ROOT` unless its train, test and heldout splits exist; return its path."""
+    from interir_plugin.data.preparation import MINICDD_SPLITS, make_minicdd
 
-    if all(os.path.isdir(os.path.join(DATA_ROOT, split)) for split in ('train', 'test')):
+    if all(os.path.isdir(os.path.join(DATA_ROOT, split)) for split, _ in MINICDD_SPLITS):
         log(f'MiniCDD found at {DATA_ROOT}')
     else:
-        manifest = make_minicdd(DATA_ROOT, seed=0)
+        manifest = make_minicdd(DATA_ROOT, seed=0, force=True)
         counts = {s: len(v['images']) for s, v in manifest['splits'].items()}
         log(f'MiniCDD built at {DATA_ROOT} ({counts} images per category, 11 categories + clear)')
     return DATA_ROOT
 
 
-def make_test_option(name, train_opt, weights, labels=None, meta_info_file=None):
-    """Test options for a trained demo model: its network and weights on the MiniCDD test split.
+def write_name_list(path, split, count):
+    """Write a meta-info list of the first ``count`` images of a MiniCDD split; return ``path``."""
+    names = sorted(os.listdir(os.path.join(DATA_ROOT, split, 'clear')))[:count]
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(''.join(f'{n}\n' for n in names))
+    return path
+
+
+def minicdd_dataset(name, split, labels=None, meta_info_file=None):
+    """A validation/test dataset block: a MiniCDD split, optionally some labels and a name list."""
+    cdd11 = {'root': os.path.join(DATA_ROOT, split)}
+    if labels:
+        cdd11['categories'] = list(labels)
+    if meta_info_file:
+        cdd11['meta_info_file'] = meta_info_file
+    return {'name': name, 'type': 'MultiDegradationPairedDataset', 'cdd11': cdd11, 'io_backend': {'type': 'disk'}}
+
+
+def make_train_option(train_opt, device, budget, curve_set):
+    """A demo model's training options: its recipe for ``budget`` seconds, validated on ``curve_set`` every
+    ``budget / CURVE_POINTS`` seconds (PSNR only)."""
+    opt = dict(train_opt, num_gpu=0 if device.type == 'cpu' else 1)
+    opt['train'] = dict(train_opt['train'], time_budget=budget)
+    opt['datasets'] = {'train': train_opt['datasets']['train'], 'val_curve': curve_set}
+    opt['val'] = {'val_freq': 1, 'val_seconds': budget / CURVE_POINTS, 'save_img': False, 'pbar': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}
+    return opt
+
+
+def make_test_option(name, train_opt, weights, dataset):
+    """Test options for a trained demo model: its network and weights (EMA when the run kept them) on ``dataset``.
 
     Args:
         name (str): Run name (``results/<name>``, the leaderboard's model column).
         train_opt (dict): The model's training options.
         weights (str): ``net_g_latest.pth`` of the run.
-        labels (tuple[str] | None): Test categories; None for all 11. Default: None.
-        meta_info_file (str | None): Name list selecting test images; None for all. Default: None.
+        dataset (dict): The test dataset block (:func:`minicdd_dataset`).
 
     Returns:
         dict: Options for BasicSR's test pipeline.
     """
-    cdd11 = {'root': os.path.join(DATA_ROOT, 'test')}
-    if labels:
-        cdd11['categories'] = list(labels)
-    if meta_info_file:
-        cdd11['meta_info_file'] = meta_info_file
     ema = (train_opt.get('train') or {}).get('ema_decay', 0) > 0
     return {
         'name': name, 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 'auto',
-        'manual_seed': 0, 'network_g': train_opt['network_g'],
-        'datasets': {'test_1': {'name': 'MiniCDD', 'type': 'MultiDegradationPairedDataset', 'cdd11': cdd11,
-                                'io_backend': {'type': 'disk'}}},
+        'manual_seed': 0, 'network_g': train_opt['network_g'], 'datasets': {'test_1': dataset},
         'path': {'pretrain_network_g': weights, 'param_key_g': 'params_ema' if ema else 'params',
                  'strict_load_g': True},
         'val': {'save_img': False, 'pbar': False,
@@ -106,7 +139,90 @@ def make_test_option(name, train_opt, weights, labels=None, meta_info_file=None)
     }
 
 
-def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS, log=print):
+def write_option(path, opt, comment):
+    """Write ``opt`` as YAML under a comment line; return ``path``."""
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(f'# {comment}\n')
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
+def read_curve(path):
+    """``[(iter, train_seconds, psnr)]`` from a model's ``curve_<dataset>.csv``."""
+    with open(path, newline='', encoding='utf-8') as f:
+        return [(int(r['iter']), float(r['train_seconds']), float(r['psnr'])) for r in csv.DictReader(f)]
+
+
+def write_learning_curve(curves, out_dir, subset):
+    """``learning_curve.csv`` and ``.png``: PSNR against training seconds per model; returns both paths."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    csv_path, png_path = os.path.join(out_dir, 'learning_curve.csv'), os.path.join(out_dir, 'learning_curve.png')
+    with open(csv_path, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['model', 'iter', 'train_seconds', 'psnr'])
+        writer.writerows([name, *point] for name, points in curves.items() for point in points)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        ax.plot([p[1] for p in points], [p[2] for p in points], marker='o', label=f'{name} ({points[-1][0]} iter)')
+    ax.set_xlabel('training seconds')
+    ax.set_ylabel('PSNR (dB, mean over labels)')
+    ax.set_title(f'Learning curve on {subset}')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+class _Steps:
+    """Numbered progress lines and the wall time of every step (``seconds``)."""
+
+    def __init__(self, total, log):
+        self.total, self.log, self.start, self.seconds, self.k = total, log, time.perf_counter(), {}, 0
+
+    @contextlib.contextmanager
+    def __call__(self, key, text):
+        self.k += 1
+        self.log(f'[{self.k}/{self.total}] {text}  ({time.perf_counter() - self.start:.0f} s elapsed)')
+        t = time.perf_counter()
+        yield
+        self.seconds[key] = time.perf_counter() - t
+
+
+def train_models(paths, out_dir, opt_dir, device, budget, curve_set, steps, log):
+    """Train every ``(name, option file)`` for ``budget`` seconds; return ``[(name, train_opt, weights, figures)]``
+    with ``figures = {iters, train_seconds, curve}``."""
+    echo, basicsr_logger, trained = _IterationEcho(log), logging.getLogger('basicsr'), []
+    for name, path, shown in paths:
+        recipe = load_option_file(path)
+        opt = make_train_option(recipe, device, budget, curve_set)
+        file = write_option(os.path.join(opt_dir, f'train_{name}.yml'), opt,
+                            f'written by interir demo: {shown} for {budget} s of training')
+        with steps(f'train {name}', f'training {name} ({opt["network_g"]["type"]}) for {budget:g} s on '
+                                    f'{"CPU" if device.type == "cpu" else "GPU"} from {shown}'):
+            basicsr_logger.addHandler(echo)
+            try:
+                spent = run_basicsr('train', file, out_dir)
+            finally:
+                basicsr_logger.removeHandler(echo)
+        log_dir = os.path.join(out_dir, 'experiments', opt['name'])
+        weights = os.path.join(log_dir, 'models', 'net_g_latest.pth')
+        if spent is None or not os.path.isfile(weights):
+            raise RuntimeError(f'training {name} ({path}) did not end on its time budget with {weights}; '
+                               f'see {out_dir}/demo.log (is train.total_iter large enough for {budget} s?)')
+        curve = read_curve(os.path.join(log_dir, 'metrics', f'curve_{curve_set["name"]}.csv'))
+        log(f'    {name}: {spent.iters} iterations in {spent.seconds:.1f} s of training; held-out PSNR '
+            + ' -> '.join(f'{p[2]:.2f}' for p in curve))
+        trained.append((name, opt, weights, {'iters': spent.iters, 'train_seconds': spent.seconds, 'curve': curve}))
+    return trained
+
+
+def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS, budget=DEFAULT_BUDGET, log=print):
     """Run the demo (module docstring) and return where its outputs are.
 
     Args:
@@ -115,88 +231,72 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
         device (str): ``'auto'`` (CUDA if available), ``'cpu'`` or ``'cuda[:i]'``. Default: 'auto'.
         models (tuple[tuple[str, str]]): ``(name, training option file)``; relative paths are taken from the
             repository root. Default: :data:`DEMO_MODELS`.
+        budget (float): Training seconds per model. Default: :data:`DEFAULT_BUDGET`.
         log (callable): Receives the progress lines. Default: print.
 
     Returns:
-        dict: ``leaderboard`` (bench result: ``rows``, ``md``, ``csv``, ``png``, ``markdown``), ``explain`` (paths),
-        ``log`` (BasicSR's log file), ``seconds`` (per step and ``total``).
+        dict: ``leaderboard`` (bench result: ``rows``, ``md``, ``csv``, ``png``, ``markdown``), ``curve`` (csv, png
+        paths), ``training`` (per model: iterations, seconds, curve), ``explain`` and ``audit`` (paths; the audit's
+        ``headline``), ``log`` (BasicSR's log file), ``seconds`` (per step and ``total``).
     """
-    start = time.perf_counter()
-    seconds = {}
+    if not budget > 0:
+        raise ValueError(f'demo: budget must be a positive number of seconds, got {budget!r}')
     dev = resolve_device(device)
+    budget = QUICK['budget'] if quick else budget
     paths = [(name, p if os.path.isabs(p) else os.path.join(REPO_ROOT, p), p) for name, p in models]
     missing = [p for _, p, _ in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f'demo option file(s) not found: {", ".join(missing)} (the demo runs from a source '
                                 'checkout of interir_plugin, whose options/ folder holds them)')
-    os.makedirs(out_dir, exist_ok=True)
-    log_file = os.path.join(out_dir, 'demo.log')
-    route_basicsr_log(log_file)
-    n_steps = len(paths) + 3
-
-    def step(k, text):
-        log(f'[{k}/{n_steps}] {text}  ({time.perf_counter() - start:.0f} s elapsed)')
-
-    t = time.perf_counter()
-    step(1, 'data')
-    ensure_minicdd(log)
-    seconds['data'] = time.perf_counter() - t
-
-    force = [f'num_gpu={0 if dev.type == "cpu" else 1}', 'val=~']
-    if quick:
-        force.append(f'train:total_iter={QUICK["total_iter"]}')
-    echo = _IterationEcho(log)
-    basicsr_logger = logging.getLogger('basicsr')
-    test_opts = []
-    for k, (name, path, shown) in enumerate(paths, start=2):
-        train_opt = load_option_file(path)
-        iters = QUICK['total_iter'] if quick else train_opt['train']['total_iter']
-        step(k, f'training {name} ({train_opt["network_g"]["type"]}, {iters} iterations on '
-                f'{"CPU" if dev.type == "cpu" else "GPU"}) from {shown}')
-        t = time.perf_counter()
-        basicsr_logger.addHandler(echo)
-        try:
-            run_basicsr('train', path, out_dir, force)
-        finally:
-            basicsr_logger.removeHandler(echo)
-        seconds[f'train {name}'] = time.perf_counter() - t
-        weights = os.path.join(out_dir, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
-        if not os.path.isfile(weights):
-            raise RuntimeError(f'training {name} ({path}) ended without {weights}; see {log_file}')
-        test_opts.append((name, train_opt, weights))
-
-    k = len(paths) + 2
-    step(k, 'testing every model and the degraded input on the MiniCDD test split')
-    t = time.perf_counter()
     opt_dir = os.path.join(out_dir, 'options')
     os.makedirs(opt_dir, exist_ok=True)
-    labels, meta = None, None
-    if quick:
-        labels = QUICK['labels']
-        names = sorted(os.listdir(os.path.join(DATA_ROOT, 'test', 'clear')))[:QUICK['images_per_label']]
-        meta = os.path.join(opt_dir, 'quick_test_images.txt')
-        with open(meta, 'w', encoding='utf-8') as f:
-            f.write(''.join(f'{n}\n' for n in names))
-    option_files = []
-    for name, train_opt, weights in test_opts:
-        opt = make_test_option(name, train_opt, weights, labels, meta)
-        file = os.path.join(opt_dir, f'{opt["name"]}.yml')
-        with open(file, 'w', encoding='utf-8') as f:
-            f.write(f'# written by interir demo: {name} trained by {out_dir}/experiments/{train_opt["name"]}\n')
-            yaml.safe_dump(opt, f, sort_keys=False)
-        option_files.append(file)
-    board = bench(option_files, out_dir, root=out_dir, rerun=True, device=device,
-                  repeats=QUICK['repeats'] if quick else 5, warmup=0 if quick else 1, progress=False, log=log)
-    seconds['test'] = time.perf_counter() - t
+    log_file = os.path.join(out_dir, 'demo.log')
+    route_basicsr_log(log_file)
+    steps = _Steps(len(paths) + 4, log)
 
-    label = labels[-1] if quick else EXPLAIN_LABEL
-    step(k + 1, f'explaining {test_opts[0][0]} on one {label} test image')
-    t = time.perf_counter()
-    image = sorted(os.listdir(os.path.join(DATA_ROOT, 'test', label)))[0]
-    explained = explain(option_files[0], os.path.join(DATA_ROOT, 'test', label, image),
-                        os.path.join(out_dir, 'explain'), gt_path=os.path.join(DATA_ROOT, 'test', 'clear', image),
-                        device=device)
-    seconds['explain'] = time.perf_counter() - t
-    seconds['total'] = time.perf_counter() - start
-    return {'leaderboard': board, 'explain': {k: explained[k] for k in ('png', 'json')}, 'log': log_file,
-            'seconds': seconds}
+    with steps('data', 'data'):
+        ensure_minicdd(log)
+    labels = QUICK['labels'] if quick else None
+    curve_meta = write_name_list(os.path.join(opt_dir, 'curve_images.txt'), 'heldout', CURVE_IMAGES)
+    curve_set = minicdd_dataset('MiniCDD_heldout_curve', 'heldout', labels, curve_meta)
+    trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
+    curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
+                                 f'MiniCDD held-out ({CURVE_IMAGES} image per label)')
+
+    per_label = QUICK['images_per_label'] if quick else SCORE_IMAGES
+    score_meta = write_name_list(os.path.join(opt_dir, 'score_images.txt'), 'test', per_label or 10 ** 6)
+    test_set = minicdd_dataset(f'MiniCDD_test_{per_label}per_label' if per_label else 'MiniCDD_test', 'test',
+                               labels, score_meta)
+    with steps('test', f'scoring every model and the degraded input on {test_set["name"]}'):
+        option_files = [write_option(os.path.join(opt_dir, f'test_{name}.yml'),
+                                     make_test_option(name, opt, weights, test_set),
+                                     f'written by interir demo: {name} trained by {out_dir}/experiments/{opt["name"]}')
+                        for name, opt, weights, _ in trained]
+        training = {name: {k: fig[k] for k in ('iters', 'train_seconds')} for name, _, _, fig in trained}
+        board = bench(option_files, out_dir, root=out_dir, rerun=True, device=device, training=training,
+                      repeats=QUICK['repeats'] if quick else 3, warmup=0 if quick else 1, progress=False, log=log)
+
+    explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
+    steps.seconds['total'] = time.perf_counter() - steps.start
+    return {'leaderboard': board, 'curve': {'csv': curve[0], 'png': curve[1]},
+            'training': {name: fig for name, _, _, fig in trained}, 'explain': explained, 'audit': audited,
+            'log': log_file, 'seconds': steps.seconds}
+
+
+def explain_and_audit(name, option_file, out_dir, device, quick, steps, log):
+    """Explain the first model on one test image and audit it on the held-out clean photos; return both paths."""
+    from interir_plugin.tools.audit import audit
+    from interir_plugin.tools.explain import explain
+
+    label = QUICK['labels'][-1] if quick else EXPLAIN_LABEL
+    with steps('explain', f'explaining {name} on one {label} test image'):
+        image = sorted(os.listdir(os.path.join(DATA_ROOT, 'test', label)))[0]
+        explained = explain(option_file, os.path.join(DATA_ROOT, 'test', label, image),
+                            os.path.join(out_dir, 'explain'),
+                            gt_path=os.path.join(DATA_ROOT, 'test', 'clear', image), device=device)
+    with steps('audit', f'auditing {name} on the held-out clean photos, synthesised into every category'):
+        result = audit(option_file, os.path.join(DATA_ROOT, 'heldout', 'clear'), os.path.join(out_dir, 'audit'),
+                       categories=QUICK['labels'] if quick else None, seed=0, device=device,
+                       max_images=QUICK['audit_images'] if quick else None, log=lambda _: None)
+        log(result['headline'])
+    return {k: explained[k] for k in ('png', 'json')}, {k: result[k] for k in ('json', 'md', 'png', 'headline')}

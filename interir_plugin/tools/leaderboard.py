@@ -16,7 +16,8 @@ import os
 from interir_plugin.utils.tables import markdown_table
 
 #: Fixed leading columns of ``leaderboard.csv``; per-metric columns follow (see :func:`csv_columns`).
-BASE_COLUMNS = ('model', 'network', 'dataset', 'images', 'params', 'gmacs', 'latency_ms', 'device')
+BASE_COLUMNS = ('model', 'network', 'dataset', 'images', 'params', 'gmacs', 'latency_ms', 'device', 'iters',
+                'train_seconds')
 #: Display name of the degraded-input baseline.
 IDENTITY_NAME = 'input (no restoration)'
 
@@ -98,11 +99,13 @@ def markdown(rows):
         metrics, labels = _union(group, 'metrics'), _union(group, 'labels')
         mean_name = 'mean over labels' if labels else 'mean'
         lines += [f'### {ds} ({group[0]["images"]} images{f", {len(labels)} labels" if labels else ""})', '']
+        trained = any(r.get('iters') is not None for r in group)
         lines += markdown_table(
-            ['model', 'network', 'params (M)', 'MACs (G)', 'latency (ms)', *(f'{m.upper()} ({mean_name})'
-                                                                         for m in metrics)],
+            ['model', 'network', 'params (M)', 'MACs (G)', 'latency (ms)',
+             *(('iterations', 'training (s)') if trained else ()), *(f'{m.upper()} ({mean_name})' for m in metrics)],
             [[r['model'], r['network'], _cell(None if r.get('params') is None else r['params'] / 1e6, '.3f'),
               _cell(r.get('gmacs'), '.2f'), _cell(r.get('latency_ms'), '.1f'),
+              *((_cell(r.get('iters'), 'd'), _cell(r.get('train_seconds'), '.1f')) if trained else ()),
               *(_cell(r['mean'].get(m), _metric_fmt(m)) for m in metrics)] for r in group])
         devices = sorted({r['device'] for r in group if r.get('device')})
         lines += ['', f'MACs: multiply-adds of one forward pass at 3x256x256 (mmengine); latency: median forward time '
