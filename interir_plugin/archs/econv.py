@@ -43,6 +43,8 @@ class EConv(nn.Module):
         out_ch (int): Output channels.
         num_experts (int): Number M of learned knowledge kernels W_1..W_M. Default: 4.
         temperature (float): Softmax temperature tau of the expert mix. Default: 1.0.
+        priors (bool): Keep the gated image-prior branch ``sum_p gamma_bp (theta_p * D_p)``; False drops it
+            (``gamma`` is then ``B x 0``; the ablation of docs/ablation.md). Default: True.
 
     Attributes:
         fused (bool): Which path ``forward`` takes (see above). Default: True.
@@ -50,20 +52,21 @@ class EConv(nn.Module):
             ``B x P``) in ``self.routing`` (the arch sets it for ``return_aux``). Default: False.
     """
 
-    def __init__(self, in_ch, out_ch, num_experts=4, temperature=1.0):
+    def __init__(self, in_ch, out_ch, num_experts=4, temperature=1.0, priors=True):
         super().__init__()
         if num_experts < 1:
             raise ValueError(f'EConv: num_experts must be >= 1, got {num_experts}')
         if temperature <= 0:
             raise ValueError(f'EConv: temperature must be > 0, got {temperature}')
         self.in_ch, self.out_ch, self.num_experts, self.temperature = in_ch, out_ch, num_experts, temperature
-        num_priors = len(_PRIORS)
+        num_priors = len(_PRIORS) if priors else 0
         bound = 1 / math.sqrt(9 * in_ch)  # the default Conv2d scale, for every kernel bank
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3).uniform_(-bound, bound))  # W_0
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.experts = nn.Parameter(torch.empty(num_experts, out_ch, in_ch, 3, 3).uniform_(-bound, bound))  # W_m
         self.theta = nn.Parameter(torch.empty(num_priors, out_ch, in_ch).uniform_(-bound, bound))  # theta_p
-        self.register_buffer('priors', torch.tensor(_PRIORS, dtype=torch.float32), persistent=False)  # D_p
+        self.register_buffer('priors', torch.tensor(_PRIORS[:num_priors], dtype=torch.float32).view(num_priors, 3, 3),
+                             persistent=False)  # D_p
         hidden = max(in_ch // 4, 8)
         # GELU, not ReLU: a router (or attention) MLP on pooled features is tiny, and a dead ReLU there would
         # freeze it for good
@@ -74,9 +77,7 @@ class EConv(nn.Module):
 
     def route(self, x):
         """Per-image expert mix ``alpha`` (B x M, sums to 1) and prior gates ``gamma`` (B x P, in (0, 1))."""
-        # adaptive pooling, not x.mean((2, 3)): the same mean, but its backward is one expand instead of a
-        # division over the whole map
-        logits = self.router(F.adaptive_avg_pool2d(x, 1).flatten(1)).float()
+        logits = self.router(x.mean((2, 3))).float()  # (mmengine counts no multiply-adds for a mean)
         alpha = torch.softmax(logits[:, :self.num_experts] / self.temperature, dim=1)
         gamma = torch.sigmoid(logits[:, self.num_experts:])
         return alpha, gamma
@@ -109,6 +110,8 @@ class EConv(nn.Module):
         y = F.conv2d(x, self.weight, self.bias, padding=1)
         experts = F.conv2d(x, self.experts.flatten(0, 1), padding=1).view(b, self.num_experts, self.out_ch, h, w)
         y = y + torch.einsum('bm,bmohw->bohw', alpha.to(experts.dtype), experts)
+        if not len(self.priors):
+            return y
         dp = self.priors[:, None].repeat(self.in_ch, 1, 1, 1)  # D_p on every channel: (in * P) x 1 x 3 x 3
         d = F.conv2d(x, dp.to(x.dtype), padding=1, groups=self.in_ch).view(b, self.in_ch, -1, h, w)
         prior = torch.einsum('poc,bcphw->bpohw', self.theta.to(d.dtype), d)  # theta_p mixes channels
@@ -200,18 +203,21 @@ class ExplainableBlock(nn.Module):
         expand (int): Hidden expansion of the frequency MLP. Default: 2.
         temperature (float): EConv softmax temperature. Default: 1.0.
         freq_bound (float): Bound m of the frequency branch. Default: 1.0.
+        priors (bool): EConvs with the gated prior branch. Default: True.
+        freq (bool): Keep the frequency branch (False: ``EB(x) = x + S(x)``, the ablation). Default: True.
     """
 
-    def __init__(self, ch, num_experts=4, expand=2, temperature=1.0, freq_bound=1.0):
+    def __init__(self, ch, num_experts=4, expand=2, temperature=1.0, freq_bound=1.0, priors=True, freq=True):
         super().__init__()
-        self.conv1 = EConv(ch, ch, num_experts, temperature)
+        self.conv1 = EConv(ch, ch, num_experts, temperature, priors)
         self.act = nn.GELU()
-        self.conv2 = EConv(ch, ch, num_experts, temperature)
+        self.conv2 = EConv(ch, ch, num_experts, temperature, priors)
         self.attn = ChannelAttention(ch)
-        self.freq = FrequencyBranch(ch, expand, freq_bound)
+        self.freq = FrequencyBranch(ch, expand, freq_bound) if freq else None
 
     def forward(self, x):
-        return x + self.attn(self.conv2(self.act(self.conv1(x)))) + self.freq(x)
+        y = x + self.attn(self.conv2(self.act(self.conv1(x))))
+        return y if self.freq is None else y + self.freq(x)
 
 
 def explainable_blocks(ch, num_blocks=1, **kwargs):
