@@ -141,6 +141,29 @@ class Pointwise(nn.Conv2d):
         return y.view(b, self.out_channels, h, w)
 
 
+class BatchGroupedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that, on the CPU with more than one torch thread, runs a batch of B images as one image of B
+    groups (the kernel repeated per group), the layout EConv's per-image kernels use anyway.
+
+    Parameters, state-dict keys and outputs (to float32 rounding, gradients included) are those of ``nn.Conv2d``.
+    Why: oneDNN's weight gradient of a batched convolution with few channels waited about 4 ms per call with 2
+    threads on a busy 2-core machine (0.1-0.2 ms with 1 thread); as B groups of one image it took 0.9-1.3 ms for
+    forward + backward, and the InterIR-S training step with the output head's convolutions swapped went from
+    0.378 to 0.320 s on 2 threads (docs/training.md). With 1 thread, a batch of 1, groups, a padding mode other
+    than zeros, or another device, it is the plain ``nn.Conv2d`` (there the grouped form is slower).
+    """
+
+    def forward(self, x):
+        n = x.shape[0]
+        if (n == 1 or self.groups != 1 or self.padding_mode != 'zeros' or x.device.type != 'cpu'
+                or torch.get_num_threads() == 1):
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.repeat(n)
+        y = F.conv2d(x.reshape(1, n * x.shape[1], *x.shape[2:]), self.weight.repeat(n, 1, 1, 1), bias, self.stride,
+                     self.padding, self.dilation, n)
+        return y.view(n, self.out_channels, *y.shape[2:])
+
+
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation channel attention: ``x * sigmoid(W_2 GELU(W_1 GAP(x)))``.
 
