@@ -75,6 +75,11 @@ def timeit(fn, repeats=5, warmup=1):
     return spread(interleaved({'fn': fn}, repeats, warmup)[0]['fn'])
 
 
+def document(name, results):
+    """The JSON document of a benchmark: ``benchmark`` (``name``), ``torch``, ``threads``, then ``results``."""
+    return {'benchmark': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), **results}
+
+
 def emit(name, results, rows, columns):
     """Print ``results`` as one JSON document, then ``rows`` (list of dicts) as a markdown table of ``columns``.
 
@@ -86,8 +91,7 @@ def emit(name, results, rows, columns):
     """
     from interir_plugin.utils.tables import markdown_table  # here: the parents of child-process benchmarks stay light
 
-    doc = {'benchmark': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), **results}
-    json.dump(doc, sys.stdout, indent=1, default=float)
+    json.dump(document(name, results), sys.stdout, indent=1, default=float)
     print('\n')
     cells = [[f'{row[c]:.4g}' if isinstance(row[c], float) else row[c] for c in columns] for row in rows]
     print('\n'.join(markdown_table(columns, cells)))

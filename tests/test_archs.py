@@ -12,16 +12,20 @@ SMALL = {
     'InterIR': {'num_feat': 8, 'unshuffle': 2, 'num_stages': 2, 'num_experts': 2, 'expand': 1},
     'DGUNet': {'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1},
     'DGUNetPlus': {'n_feat': 8, 'scale_unetfeats': 4, 'depth': 1},
+    'PlainResidualNet': {'num_feat': 8, 'unshuffle': 2, 'num_blocks': 2},
 }
-#: number of stage outputs of the SMALL configuration (InterIR: stages + the final image step; DGUNet: depth + 2).
-OUTPUTS = {'InterIR': 3, 'DGUNet': 3, 'DGUNetPlus': 3}
+#: number of stage outputs of the SMALL configuration (InterIR: stages + the final image step; DGUNet: depth + 2;
+#: PlainResidualNet: one image).
+OUTPUTS = {'InterIR': 3, 'DGUNet': 3, 'DGUNetPlus': 3, 'PlainResidualNet': 1}
 #: the arch's ``network_g`` keys of input and output channels.
-CHANNEL_KEYS = {'InterIR': ('num_in_ch', 'num_out_ch'), 'DGUNet': ('in_c', 'out_c'), 'DGUNetPlus': ('in_c', 'out_c')}
+CHANNEL_KEYS = {'InterIR': ('num_in_ch', 'num_out_ch'), 'DGUNet': ('in_c', 'out_c'), 'DGUNetPlus': ('in_c', 'out_c'),
+                'PlainResidualNet': ('num_in_ch', 'num_out_ch')}
 #: (input, output) channels each arch supports (DGUNet's stages live in the input space: in = out).
-CHANNELS = {'InterIR': ((3, 3), (1, 1), (4, 3)), 'DGUNet': ((3, 3), (1, 1)), 'DGUNetPlus': ((3, 3), (1, 1))}
+CHANNELS = {'InterIR': ((3, 3), (1, 1), (4, 3)), 'DGUNet': ((3, 3), (1, 1)), 'DGUNetPlus': ((3, 3), (1, 1)),
+            'PlainResidualNet': ((3, 3), (1, 1), (4, 3))}
 #: what the error for an input off the size multiple says, beyond the size: ``{h}``, ``{w}``, ``{m}`` filled in.
 SIZE_ERRORS = {'InterIR': r'\(1, 3, {h}, {w}\).*size_multiple={m}', 'DGUNet': r'multiples of 8.*{h}x{w}',
-               'DGUNetPlus': r'multiples of 8.*{h}x{w}'}
+               'DGUNetPlus': r'multiples of 8.*{h}x{w}', 'PlainResidualNet': r'\(1, 3, {h}, {w}\).*size_multiple={m}'}
 
 
 def _build(name, **kwargs):
