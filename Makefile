@@ -30,8 +30,11 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
+# the measuring benchmarks; bench_ablation (minutes of training), bench_recipe and bench_tiles (need a trained model
+# or arguments) are run by hand, as docs/benchmarks.md says. `make test` runs every script's --quick mode.
+BENCHES := data dgunet interir interir_variants training
 bench: setup
-	for f in benchmarks/bench_*.py; do OMP_NUM_THREADS=2 $(BIN)/python $$f || exit 1; done
+	for f in $(BENCHES); do OMP_NUM_THREADS=2 $(BIN)/python benchmarks/bench_$$f.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -70,6 +70,9 @@ class PhysicalHead(nn.Module):
       features and cue statistics; the additive layer ``R = PixelShuffle_s(Conv3x3(x))`` at full resolution.
 
     ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled (gain and transmission are smooth).
+    They are not held to the physical ``G, t <= 1``: measured on MiniCDD's held-out split, that constraint (``g, tau``
+    through a softplus) cost 0.2 dB and 0.07 SSIM (docs/interir.md), so ``G`` and ``t`` are effective maps that may
+    exceed 1 (darken, or pull towards ``A``).
     The last layers start at zero, so at initialisation ``G = t = 1``, ``R = 0`` and ``I = D`` exactly: every stage
     starts from the input, not from noise.
 
@@ -89,7 +92,6 @@ class PhysicalHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         nn.init.constant_(self.globals[-1].bias[2:], 1.4)  # A = sigmoid(1.4) = 0.8, the middle of the airlight range
-        nn.init.constant_(self.maps[-1].bias, -4.0)  # log 1/G = log 1/t = softplus(-4) = 0.018: G = t = 0.98
 
     def cues(self, d):
         """``(log L_D, dc_D)``, each ``B x 1 x h x w``: the log Retinex illumination and the dark channel of ``d``."""
@@ -109,7 +111,7 @@ class PhysicalHead(nn.Module):
             airlight = torch.sigmoid(a_logits)[..., None, None]
             prior_t = -torch.log((1 - dark / airlight.mean(1, keepdim=True)).clamp_min(0.05))
             prior = torch.cat([k_gain[..., None, None] * -log_light, k_t[..., None, None] * prior_t], 1)
-            log_inv = 3 * torch.tanh(F.softplus(prior + self.maps(torch.cat([x, log_light, dark], 1))) / 3)
+            log_inv = 3 * torch.tanh((prior + self.maps(torch.cat([x, log_light, dark], 1))) / 3)
             log_inv = F.interpolate(log_inv, scale_factor=self.scale, mode='bilinear', align_corners=False)
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
             layer = self.layer(x)
@@ -131,11 +133,18 @@ class ImageStep(nn.Module):
         eb (dict): Keyword arguments of :func:`explainable_blocks` (num_blocks, num_experts, expand, ...).
         expand (int): Hidden width of g1, g2 is ``C * expand``.
         eta (float): Initial step size (``softplus`` of the learned raw value). Default: 0.01.
+        data_term (bool): Keep the factorised data term ``P^T (P x Q - z) Q^T`` in ``G`` (and ``P^T P G Q Q^T`` in
+            ``JG``); False is the ablation without it. Default: True.
+        second_order (bool): Step along ``JG`` (ISN); False steps along ``G`` (first order, no EB_d, EB_e; the
+            ablation). Default: True.
     """
 
-    def __init__(self, ch, eb, expand, eta=0.01):
+    def __init__(self, ch, eb, expand, eta=0.01, data_term=True, second_order=True):
         super().__init__()
-        self.eb_a, self.eb_b, self.eb_c, self.eb_d, self.eb_e = (explainable_blocks(ch, **eb) for _ in range(5))
+        self.data_term, self.second_order = data_term, second_order
+        self.eb_a, self.eb_b, self.eb_c = (explainable_blocks(ch, **eb) for _ in range(3))
+        if second_order:
+            self.eb_d, self.eb_e = (explainable_blocks(ch, **eb) for _ in range(2))
         self.g1 = _mlp(ch, ch * expand)
         self.g2 = _mlp(ch, ch * expand)
         self.eta_raw = nn.Parameter(torch.tensor(math.log(math.expm1(eta))))
@@ -144,11 +153,16 @@ class ImageStep(nn.Module):
         s = self.eb_a(x) + lam  # s = EB_a(x) + lambda
         u = self.g1(s)  # u = g1(s): prox value
         delta = torch.sigmoid(self.g2(s))  # Delta = sigmoid(g2(s)): generalised derivative of the prox, in [0,1]
-        data = _mm(_t(p), _mm(p, x, q) - z, _t(q))  # P^T (P x Q - z) Q^T
-        g = data + self.eb_b(self.eb_c(x) + lam - u)  # G = P^T(PxQ - z)Q^T + EB_b(EB_c(x) + lambda - u)
-        jg = _mm(_t(p), p, g, q, _t(q)) + self.eb_e(self.eb_d(g) * (1 - delta))  # JG = P^TP G QQ^T + EB_e(..)
+        g = self.eb_b(self.eb_c(x) + lam - u)  # G = P^T(PxQ - z)Q^T + EB_b(EB_c(x) + lambda - u)
+        if self.data_term:
+            g = g + _mm(_t(p), _mm(p, x, q) - z, _t(q))  # + P^T (P x Q - z) Q^T
+        step = g
+        if self.second_order:
+            step = self.eb_e(self.eb_d(g) * (1 - delta))  # JG = P^TP G QQ^T + EB_e(EB_d(G) (1 - Delta))
+            if self.data_term:
+                step = step + _mm(_t(p), p, g, q, _t(q))
         eta = F.softplus(self.eta_raw)  # eta_k = softplus(theta_k) > 0
-        return x - eta * jg, u, delta, eta  # x <- x - eta_k JG
+        return x - eta * step, u, delta, eta  # x <- x - eta_k JG
 
 
 class Stage(nn.Module):
@@ -159,17 +173,22 @@ class Stage(nn.Module):
         eb (dict): Keyword arguments of :func:`explainable_blocks`.
         expand (int): Hidden width factor of g1, g2.
         eta (float): Initial step size of the image step. Default: 0.01.
+        step: ``data_term``, ``second_order`` of :class:`ImageStep`. Without the data term the factors are not
+            used, so the stage keeps ``P, Q`` as they are (no EB_P, EB_Q).
     """
 
-    def __init__(self, ch, eb, expand, eta=0.01):
+    def __init__(self, ch, eb, expand, eta=0.01, **step):
         super().__init__()
-        self.image = ImageStep(ch, eb, expand, eta)
-        self.eb_p = explainable_blocks(2 * ch, **eb)
-        self.eb_q = explainable_blocks(2 * ch, **eb)
+        self.image = ImageStep(ch, eb, expand, eta, **step)
+        if self.image.data_term:
+            self.eb_p = explainable_blocks(2 * ch, **eb)
+            self.eb_q = explainable_blocks(2 * ch, **eb)
         self.eb_lam = explainable_blocks(ch, **eb)
 
     def forward(self, x, z, lam, p, q):
         x, u, delta, eta = self.image(x, z, lam, p, q)  # 1. image: x <- x - eta J G(x)
+        if not self.image.data_term:  # the ablation without P x Q: nothing would use new factors
+            return x, lam + self.eb_lam(x) - u, p, q, delta, eta
         m1, m2 = self.eb_p(torch.cat([_mm(x, q), z], 1)).chunk(2, 1)  # 2. (m1, m2) = split(EB_P(cat[x Q, z]))
         p = _factor(_mm(m1, _t(m2)))  # P = rownorm(m1 m2^T)
         n1, n2 = self.eb_q(torch.cat([_mm(p, x), z], 1)).chunk(2, 1)  # 3. (n1, n2) = split(EB_Q(cat[P x, z]))
@@ -200,7 +219,9 @@ class InterIR(nn.Module):
         3. right    (n1, n2) = split(EB_Q(cat[P x, z])),  Q = rownorm(n1^T n2)
         4. lambda   lambda <- lambda + EB_lambda(x) - u
         final       one more image step (own weights)
-        tail        I_k = D + PixelShuffle_s(Conv3x3(x_k))   for every stage and the final step
+        head        I_k = ((D - A) / t_k + A - R_k) / G_k    for every stage and the final step: gain G,
+                    transmission t, airlight A and additive layer R estimated from x_k (PhysicalHead),
+                    or with head='residual' I_k = D + PixelShuffle_s(Conv3x3(x_k))
 
     ``P``, ``Q`` are per channel (``B x C x h x h``, ``B x C x w x w``, ``h = H/s``, ``w = W/s``); ``rownorm``
     L2-normalises rows and is followed by a Schur-bound rescale that keeps ``||P||_2, ||Q||_2 <= 1``.
@@ -220,16 +241,27 @@ class InterIR(nn.Module):
         num_blocks (int): Explainable blocks chained wherever one EB is named. Default: 1.
         temperature (float): Softmax temperature tau of the expert mix. Default: 1.0.
         freq_bound (float): Bound m of every frequency branch. Default: 1.0.
+        eta (float): Initial step size eta_k of every image step, in (0, 20). Default: 0.5.
+        head (str): ``'physical'`` (:class:`PhysicalHead`: estimated maps, inverted) or ``'residual'`` (the
+            global residual ``D + T(x_k)``, ICNR-initialised tail). Default: 'physical'.
+        prior_gates (bool): EConvs keep the gated image-prior branch. Default: True.
+        freq_branch (bool): Explainable blocks keep the frequency branch. Default: True.
+        data_term (bool): Image steps keep the factorised data term ``P^T (P x Q - z) Q^T``. Default: True.
+        second_order (bool): Image steps follow ``JG`` (ISN); False: ``G`` (first order). Default: True.
+        The last four exist for the ablation (docs/ablation.md); the presets keep every part.
 
     ``forward(x)`` returns ``num_stages + 1`` images ordered first -> final, each ``B x num_out_ch x H x W``.
     ``forward(x, return_aux=True)`` returns ``(outputs, aux)``; ``aux[key][t]`` belongs to ``outputs[t]``:
     ``alpha`` (B x E_t x M, sums to 1), ``gamma`` (B x E_t x 5) for the ``E_t`` EConvs of that step in module
     order, ``eta`` (scalar), ``delta`` (B x C x h x w), ``P`` (B x C x h x h), ``Q`` (B x C x w x w) in force
-    after the step and ``residual`` (B,) ``= ||P x Q - z||`` over C, h, w.
+    after the step, ``residual`` (B,) ``= ||P x Q - z||`` over C, h, w, and ``maps`` (the physical head's
+    ``gain``, ``transmission`` (B x 1 x H x W), ``airlight`` (B x C_out x 1 x 1), ``layer`` (B x C_out x H x W); None
+    with the residual head).
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, unshuffle=4, num_stages=6, num_experts=4, expand=2,
-                 num_blocks=1, temperature=1.0, freq_bound=1.0, eta=0.5, head='physical'):
+                 num_blocks=1, temperature=1.0, freq_bound=1.0, eta=0.5, head='physical', prior_gates=True,
+                 freq_branch=True, data_term=True, second_order=True):
         super().__init__()
         for key, value, low in (('num_in_ch', num_in_ch, 1), ('num_out_ch', num_out_ch, 1), ('num_feat', num_feat, 1),
                                 ('unshuffle', unshuffle, 1), ('num_stages', num_stages, 0), ('expand', expand, 1),
@@ -238,17 +270,22 @@ class InterIR(nn.Module):
                 raise ValueError(f'InterIR: {key} must be an int >= {low}, got {value!r}')
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < 20:
             raise ValueError(f'InterIR: eta must be a number in (0, 20), got {eta!r}')
+        for key, value in (('prior_gates', prior_gates), ('freq_branch', freq_branch), ('data_term', data_term),
+                           ('second_order', second_order)):
+            if not isinstance(value, bool):
+                raise ValueError(f'InterIR: {key} must be true or false, got {value!r}')
         if head not in ('physical', 'residual'):
             raise ValueError(f"InterIR: head must be 'physical' or 'residual', got {head!r}")
         self.head_type = head
         self.size_multiple = unshuffle
         c, s = num_feat, unshuffle
         eb = dict(num_blocks=num_blocks, num_experts=num_experts, expand=expand, temperature=temperature,
-                  freq_bound=freq_bound)
+                  freq_bound=freq_bound, priors=prior_gates, freq=freq_branch)
         self.lift = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(num_in_ch * s * s, c, 3, 1, 1))
         self.lam_init = Pointwise(c, c)
-        self.stages = nn.ModuleList(Stage(c, eb, expand, eta) for _ in range(num_stages))
-        self.final = ImageStep(c, eb, expand, eta)
+        step = dict(data_term=data_term, second_order=second_order)
+        self.stages = nn.ModuleList(Stage(c, eb, expand, eta, **step) for _ in range(num_stages))
+        self.final = ImageStep(c, eb, expand, eta, **step)
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
         if head == 'physical':
             self.head = PhysicalHead(c, num_out_ch, s)

@@ -14,6 +14,9 @@ def add_arguments(parser):
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda[:i] (default: auto)')
     parser.add_argument('--budget', type=float, default=None,
                         help='training seconds per model (default: interir_plugin.tools.demo.DEFAULT_BUDGET)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads for training and scoring (default: interir_plugin.tools.demo.'
+                             'DEFAULT_THREADS, 1: every model gets the same core)')
     parser.add_argument('--quick', action='store_true',
                         help='same steps with 2 s of training and a few test images: checks the wiring in about a '
                              'minute; its numbers mean nothing')
@@ -25,7 +28,7 @@ def run(args):
     import sys
 
     from interir_plugin.tools.console import user_errors
-    from interir_plugin.tools.demo import DEFAULT_BUDGET, demo
+    from interir_plugin.tools.demo import DEFAULT_BUDGET, DEFAULT_THREADS, demo
 
     if 'OMP_WAIT_POLICY' not in os.environ:
         # OpenMP reads the variable once, when torch is imported: run the demo in a child process that has it. With
@@ -34,11 +37,13 @@ def run(args):
         # Set OMP_WAIT_POLICY yourself (ACTIVE keeps the default) to run in this process.
         command = [sys.executable, '-m', 'interir_plugin', 'demo', '--out', args.out, '--device', args.device]
         command += ['--budget', str(args.budget)] if args.budget is not None else []
+        command += ['--threads', str(args.threads)] if args.threads is not None else []
         return subprocess.call(command + (['--quick'] if args.quick else []),
                                env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
     with user_errors('demo'):
         result = demo(args.out, quick=args.quick, device=args.device,
-                      budget=DEFAULT_BUDGET if args.budget is None else args.budget)
+                      budget=DEFAULT_BUDGET if args.budget is None else args.budget,
+                      threads=DEFAULT_THREADS if args.threads is None else args.threads)
     board, secs = result['leaderboard'], result['seconds']
     print()
     print(board['markdown'])

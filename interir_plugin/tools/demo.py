@@ -7,11 +7,12 @@ Steps (each printed with its wall time):
 2. Training, with BasicSR's trainer, of every model in :data:`DEMO_MODELS` (InterIR-S, a DGUNet of similar size,
    and BasicSR's own RIDNet as the zoo reference) from its shipped MiniCDD recipe, for the same wall-clock
    ``budget`` each (``train.time_budget``: the schedule is spread over the seconds, not the iterations). Every
-   ``budget / CURVE_POINTS`` seconds of training each model is validated on :data:`CURVE_IMAGES` of the held-out
-   split (validation time is not counted): ``<out>/learning_curve.{csv,png}``, PSNR against training seconds.
-3. Scoring of every model and of the degraded input on the MiniCDD test split (:data:`SCORE_IMAGES` of every
-   label) with :func:`interir_plugin.tools.bench.bench`: ``<out>/leaderboard.{md,csv,png}``, with the iterations
-   each model reached and its training seconds.
+   ``budget / CURVE_POINTS`` seconds of training each model is validated on 11 crops of the held-out split
+   (:data:`CURVE_TILE`, :data:`CURVE_CROP`; validation time is not counted): ``<out>/learning_curve.{csv,png}``,
+   PSNR against training seconds. Everything runs on :data:`DEFAULT_THREADS` torch threads unless told otherwise.
+3. Scoring of every model and of the degraded input on a fixed subset of the MiniCDD test split
+   (:data:`SCORE_TILE`, :data:`SCORE_CROP`: 33 crops of 128 x 128) with :func:`interir_plugin.tools.bench.bench`:
+   ``<out>/leaderboard.{md,csv,png}``, with the iterations each model reached and its training seconds.
 4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on one test image of the hardest
    category (``low_haze_rain``), and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos
    synthesised into every category: ``<out>/explain/``, ``<out>/audit/``.
@@ -26,6 +27,7 @@ import logging
 import os
 import time
 
+import torch
 import yaml
 
 from interir_plugin.tools.bench import bench
@@ -47,17 +49,24 @@ DEMO_MODELS = (
 )
 #: Default training seconds per model (``--budget``): ``make demo`` on a fresh clone within 8 minutes on 2 cores.
 DEFAULT_BUDGET = 60
+#: Default torch threads (``--threads``): one, so every model gets the same single core for its budget (on a
+#: shared 2-core CPU two threads made InterIR-S's step 1.5x slower, docs/training.md).
+DEFAULT_THREADS = 1
 #: Validation points of the learning curve after the first one (one every ``budget / CURVE_POINTS`` seconds).
 CURVE_POINTS = 4
-#: Held-out images of every label the learning curve is measured on (first in name order).
-CURVE_IMAGES = 1
-#: Test images of every label the leaderboard scores (first in name order; None: all six). Every model and the
-#: input are scored on the same ones.
-SCORE_IMAGES = 3
+#: The learning curve's images: the centre ``CURVE_CROP x CURVE_CROP`` of the held-out tiles named ``*CURVE_TILE``
+#: (one photo, so 11 crops: a validation point costs DGUNet-S about 5 s on a CPU).
+CURVE_TILE = 'grace_hopper_0'
+CURVE_CROP = 96
+#: What the leaderboard scores: the centre ``SCORE_CROP x SCORE_CROP`` of the first tile of every test photo, in
+#: every label (3 photos x 11 labels = 33 images; DGUNet-S takes seconds per 256 x 256 image on a CPU, so the whole
+#: split would not fit the demo's one minute of scoring). Every model and the input are scored on the same crops.
+SCORE_TILE = '_0'
+SCORE_CROP = 128
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
 #: ``quick`` settings: training seconds, test labels and images per label, latency repeats, audited images.
-QUICK = {'budget': 2, 'labels': ('haze', 'low_haze_rain'), 'images_per_label': 1, 'repeats': 1, 'audit_images': 2}
+QUICK = {'budget': 2, 'labels': ('haze', 'low_haze_rain'), 'images_per_label': 1, 'audit_images': 2}
 
 
 class _IterationEcho(logging.Handler):
@@ -86,21 +95,33 @@ def ensure_minicdd(log=print):
     return DATA_ROOT
 
 
-def write_name_list(path, split, count):
-    """Write a meta-info list of the first ``count`` images of a MiniCDD split; return ``path``."""
-    names = sorted(os.listdir(os.path.join(DATA_ROOT, split, 'clear')))[:count]
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(''.join(f'{n}\n' for n in names))
-    return path
+def write_crops(out, split, tile, crop, labels=None, max_images=None):
+    """Write the centre ``crop x crop`` of the images of a MiniCDD split whose names end with ``tile`` (first
+    ``max_images`` of them, every label or ``labels``) as a CDD-11 layout under ``out``; return ``out``."""
+    import cv2
+    import numpy as np
+
+    from interir_plugin.data.degradations import CDD11_CATEGORIES
+    from interir_plugin.utils.images import decode_image
+
+    root = os.path.join(DATA_ROOT, split)
+    names = [n for n in sorted(os.listdir(os.path.join(root, 'clear'))) if os.path.splitext(n)[0].endswith(tile)]
+    for folder in ('clear', *(labels or CDD11_CATEGORIES)):
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+        for name in names[:max_images]:
+            path = os.path.join(root, folder, name)
+            with open(path, 'rb') as f:
+                img = decode_image(f.read(), path)
+            top, left = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2
+            patch = np.round(img[top:top + crop, left:left + crop] * 255).astype(np.uint8)
+            if not cv2.imwrite(os.path.join(out, folder, name), patch):
+                raise OSError(f'cannot write {os.path.join(out, folder, name)}')
+    return out
 
 
-def minicdd_dataset(name, split, labels=None, meta_info_file=None):
-    """A validation/test dataset block: a MiniCDD split, optionally some labels and a name list."""
-    cdd11 = {'root': os.path.join(DATA_ROOT, split)}
-    if labels:
-        cdd11['categories'] = list(labels)
-    if meta_info_file:
-        cdd11['meta_info_file'] = meta_info_file
+def cdd11_dataset(name, root, labels=None):
+    """A validation/test dataset block: a CDD-11 layout folder, optionally some labels."""
+    cdd11 = {'root': root, **({'categories': list(labels)} if labels else {})}
     return {'name': name, 'type': 'MultiDegradationPairedDataset', 'cdd11': cdd11, 'io_backend': {'type': 'disk'}}
 
 
@@ -122,7 +143,7 @@ def make_test_option(name, train_opt, weights, dataset):
         name (str): Run name (``results/<name>``, the leaderboard's model column).
         train_opt (dict): The model's training options.
         weights (str): ``net_g_latest.pth`` of the run.
-        dataset (dict): The test dataset block (:func:`minicdd_dataset`).
+        dataset (dict): The test dataset block (:func:`cdd11_dataset`).
 
     Returns:
         dict: Options for BasicSR's test pipeline.
@@ -222,7 +243,8 @@ def train_models(paths, out_dir, opt_dir, device, budget, curve_set, steps, log)
     return trained
 
 
-def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS, budget=DEFAULT_BUDGET, log=print):
+def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS, budget=DEFAULT_BUDGET,
+         threads=DEFAULT_THREADS, log=print):
     """Run the demo (module docstring) and return where its outputs are.
 
     Args:
@@ -232,6 +254,8 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
         models (tuple[tuple[str, str]]): ``(name, training option file)``; relative paths are taken from the
             repository root. Default: :data:`DEMO_MODELS`.
         budget (float): Training seconds per model. Default: :data:`DEFAULT_BUDGET`.
+        threads (int | None): torch threads for everything the demo runs; None keeps torch's. Default:
+            :data:`DEFAULT_THREADS`.
         log (callable): Receives the progress lines. Default: print.
 
     Returns:
@@ -241,6 +265,10 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     """
     if not budget > 0:
         raise ValueError(f'demo: budget must be a positive number of seconds, got {budget!r}')
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f'demo: threads must be a positive int, got {threads!r}')
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     budget = QUICK['budget'] if quick else budget
     paths = [(name, p if os.path.isabs(p) else os.path.join(REPO_ROOT, p), p) for name, p in models]
@@ -257,24 +285,24 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     with steps('data', 'data'):
         ensure_minicdd(log)
     labels = QUICK['labels'] if quick else None
-    curve_meta = write_name_list(os.path.join(opt_dir, 'curve_images.txt'), 'heldout', CURVE_IMAGES)
-    curve_set = minicdd_dataset('MiniCDD_heldout_curve', 'heldout', labels, curve_meta)
+    curve_root = write_crops(os.path.join(out_dir, 'curve_set'), 'heldout', CURVE_TILE, CURVE_CROP, labels)
+    curve_set = cdd11_dataset(f'MiniCDD_heldout_crops{CURVE_CROP}', curve_root, labels)
     trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
     curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
-                                 f'MiniCDD held-out ({CURVE_IMAGES} image per label)')
+                                 f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label')
 
-    per_label = QUICK['images_per_label'] if quick else SCORE_IMAGES
-    score_meta = write_name_list(os.path.join(opt_dir, 'score_images.txt'), 'test', per_label or 10 ** 6)
-    test_set = minicdd_dataset(f'MiniCDD_test_{per_label}per_label' if per_label else 'MiniCDD_test', 'test',
-                               labels, score_meta)
-    with steps('test', f'scoring every model and the degraded input on {test_set["name"]}'):
+    with steps('test', f'scoring every model and the degraded input on the centre {SCORE_CROP} x {SCORE_CROP} of '
+                       f'each test photo\'s first tile'):
+        root = write_crops(os.path.join(out_dir, 'score_set'), 'test', SCORE_TILE, SCORE_CROP, labels,
+                           QUICK['images_per_label'] if quick else None)
+        test_set = cdd11_dataset(f'MiniCDD_test_crops{SCORE_CROP}', root, labels)
         option_files = [write_option(os.path.join(opt_dir, f'test_{name}.yml'),
                                      make_test_option(name, opt, weights, test_set),
                                      f'written by interir demo: {name} trained by {out_dir}/experiments/{opt["name"]}')
                         for name, opt, weights, _ in trained]
         training = {name: {k: fig[k] for k in ('iters', 'train_seconds')} for name, _, _, fig in trained}
-        board = bench(option_files, out_dir, root=out_dir, rerun=True, device=device, training=training,
-                      repeats=QUICK['repeats'] if quick else 3, warmup=0 if quick else 1, progress=False, log=log)
+        board = bench(option_files, out_dir, root=out_dir, rerun=True, device=device, training=training, repeats=1,
+                      warmup=0, progress=False, log=log)
 
     explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
     steps.seconds['total'] = time.perf_counter() - steps.start

@@ -1,0 +1,186 @@
+"""Recipe search on MiniCDD: train one network for N iterations or T seconds with a plain loop (the plugin's data
+set, AdamW, a cosine schedule, gradient clipping) and score it on MiniCDD's held-out split, per label and per stage.
+
+The decisions of the MiniCDD CPU recipe and of InterIR's output head (docs/interir.md, docs/training.md) were made
+with this script; its loop is the recipe's without BasicSR's trainer around it, so one run costs only its training
+and scoring. Results are printed as one JSON line and appended to ``--out`` (JSON lines).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_recipe.py --iters 600 --batch 8 --patch 64 --loss l2 \\
+        --net '{"num_stages": 0}' --tag s0-l2
+
+Run it from a folder holding ``datasets/MiniCDD`` (``interir prepare minicdd --out datasets/MiniCDD``).
+``--quick`` builds MiniCDD in a temporary folder, trains a tiny InterIR for 3 iterations and scores 2 labels: it
+checks the wiring, its numbers mean nothing. Prints the JSON document and a per-label table.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import tempfile
+import time
+
+import numpy as np
+import torch
+from _common import emit  # noqa: E402
+
+import interir_plugin  # noqa: E402,F401  (BasicSR shims and registration: before basicsr)
+from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
+from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset  # noqa: E402
+from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
+
+#: InterIR-S's size; ``--net`` overrides keys (JSON).
+BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4}
+LOSSES = {
+    'charbonnier': lambda x, y: torch.sqrt((x - y) ** 2 + 1e-6).mean(),
+    'l2': lambda x, y: ((x - y) ** 2).mean(),
+    'psnr': lambda x, y: 10 * torch.log10(((x - y) ** 2).mean((1, 2, 3)) + 1e-8).mean(),  # minus PSNR
+}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--net', default='{}', help='JSON overrides of the network options (InterIR-S by default)')
+    ap.add_argument('--iters', type=int, default=0, help='training iterations (or --seconds)')
+    ap.add_argument('--seconds', type=float, default=0, help='training seconds (or --iters)')
+    ap.add_argument('--lr', type=float, default=1e-3)
+    ap.add_argument('--warmup', type=float, default=0.05, help='warm-up fraction of the schedule')
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--patch', type=int, default=64)
+    ap.add_argument('--data', choices=('synth', 'fixed'), default='synth',
+                    help='synth: clean train photos degraded on the fly; fixed: the stored MiniCDD train pairs')
+    ap.add_argument('--photos', default='astronaut,rocket,immunohistochemistry',
+                    help='train photos for --data synth (comma-separated; empty: all five)')
+    ap.add_argument('--stage-weights', choices=('equal', 'final', 'ramp'), default='equal')
+    ap.add_argument('--loss', choices=tuple(LOSSES), default='l2')
+    ap.add_argument('--clip', type=float, default=1.0, help='gradient-norm clip (0: none)')
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--split', default='heldout', help='MiniCDD split scored (decisions: heldout)')
+    ap.add_argument('--root', default='datasets/MiniCDD')
+    ap.add_argument('--seed', type=int, default=10)
+    ap.add_argument('--tag', default='')
+    ap.add_argument('--out', default='bench_recipe.jsonl')
+    ap.add_argument('--quick', action='store_true', help='a tiny run on a temporary MiniCDD (wiring check)')
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.net, args.iters, args.seconds, args.batch, args.patch = '{"num_feat": 8, "num_stages": 1}', 3, 0, 2, 32
+    if bool(args.iters) == bool(args.seconds):
+        ap.error('give one of --iters and --seconds')
+    return args
+
+
+def train_set(args):
+    """The training data set: on-the-fly synthesis from the chosen clean photos, or the stored pairs."""
+    if args.data == 'fixed':
+        opt = {'protocol': 'minicdd', 'protocol_root': args.root}
+    else:
+        chosen = set(filter(None, args.photos.split(',')))
+        names = [n for n in sorted(os.listdir(os.path.join(args.root, 'train', 'clear')))
+                 if not chosen or n.rsplit('_', 1)[0] in chosen]
+        meta = os.path.abspath(f'{args.out}.train_photos.txt')
+        with open(meta, 'w', encoding='utf-8') as f:
+            f.write(''.join(f'{n}\n' for n in names))
+        opt = {'labels': list(CDD11_CATEGORIES),
+               'sources': [{'label': c, 'dataroot_gt': os.path.join(args.root, 'train', 'clear'), 'synthesis': c,
+                            'repeat': 100, 'meta_info_file': meta} for c in CDD11_CATEGORIES]}
+    return MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': args.patch, 'use_hflip': True,
+                                          'use_rot': True, 'sampling': 'balanced', 'seed': 0})
+
+
+def train(net, args):
+    """Train ``net`` in place; return ``(iterations, training seconds, mean loss of the last 20)``."""
+    loader = torch.utils.data.DataLoader(train_set(args), batch_size=args.batch, shuffle=True, drop_last=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0, betas=(0.9, 0.99))
+    loss_fn, it, seconds, losses = LOSSES[args.loss], 0, 0.0, []
+    while True:
+        for batch in loader:
+            start = time.perf_counter()
+            f = it / args.iters if args.iters else seconds / args.seconds
+            scale = f / args.warmup if f < args.warmup else 0.5 * (1 + math.cos(math.pi * (f - args.warmup)
+                                                                                 / (1 - args.warmup)))
+            for group in opt.param_groups:
+                group['lr'] = max(args.lr * scale, args.lr * 0.01)
+            outs = net(batch['lq'])
+            n = len(outs)
+            weights = {'equal': [1.0] * n, 'final': [0.0] * (n - 1) + [1.0],
+                       'ramp': [(k + 1) / n for k in range(n)]}[args.stage_weights]
+            loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
+            opt.step()
+            losses.append(loss.item())
+            it += 1
+            seconds += time.perf_counter() - start
+            if (args.iters and it >= args.iters) or (args.seconds and seconds >= args.seconds):
+                return it, seconds, float(np.mean(losses[-20:]))
+
+
+def _uint8_image(t):
+    """``1 x C x H x W`` in [0, 1] -> ``H x W x C`` on the 0-255 scale (BasicSR's metrics' input)."""
+    return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+
+
+def score(net, args, labels=None):
+    """Mean PSNR/SSIM per label of the input, the first and the final output on a MiniCDD split."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim  # after the plugin's shims
+
+    data = MultiDegradationPairedDataset({'cdd11': {'root': os.path.join(args.root, args.split),
+                                                    **({'categories': list(labels)} if labels else {})},
+                                          'phase': 'val'})
+    per_label = {}
+    with torch.no_grad():
+        for i in range(len(data)):
+            sample = data[i]
+            x, size = pad_for_network(sample['lq'][None], net)
+            outs = crop_to(list(net(x)), size)
+            gt = _uint8_image(sample['gt'][None])
+            record = per_label.setdefault(sample['label_name'], {'input': [], 'first': [], 'final': []})
+            for key, t in (('input', sample['lq'][None]), ('first', outs[0]), ('final', outs[-1])):
+                img = _uint8_image(t)
+                record[key].append((calculate_psnr(img, gt, 0), calculate_ssim(img, gt, 0)))
+    table = {lab: {k: np.mean(v, 0).round(3).tolist() for k, v in r.items()} for lab, r in per_label.items()}
+    mean = {k: np.mean([table[lab][k] for lab in table], 0).round(3).tolist() for k in ('input', 'first', 'final')}
+    return table, mean
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        from interir_plugin.data.preparation import make_minicdd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            args.root, args.out = os.path.join(tmp, 'MiniCDD'), os.path.join(tmp, 'quick.jsonl')
+            make_minicdd(args.root)
+            return run(args)
+    return run(args)
+
+
+def run(args):
+    """Train, score, print and append one result (see the module docstring)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    from basicsr.utils.registry import ARCH_REGISTRY  # after the plugin's shims
+
+    opts = {**BASE_NET, **json.loads(args.net)}
+    net = ARCH_REGISTRY.get(opts.pop('type'))(**opts)
+    iters, seconds, loss = train(net.train(), args)
+    table, mean = score(net.eval(), args, CDD11_CATEGORIES[:2] if args.quick else None)
+    result = {'tag': args.tag, 'args': vars(args), 'params': sum(p.numel() for p in net.parameters()),
+              'iters': iters, 'train_seconds': round(seconds, 1), 'loss_last20': round(loss, 4),
+              'mean': mean, 'labels_beaten': sum(v['final'][0] > v['input'][0] and v['final'][1] > v['input'][1]
+                                                 for v in table.values()),
+              'per_label': table}
+    with open(args.out, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(result) + '\n')
+    rows = [{'label': lab, **{f'{k} PSNR': v[k][0] for k in ('input', 'first', 'final')}, 'final SSIM': v['final'][1]}
+            for lab, v in [*table.items(), ('mean', mean)]]
+    emit('recipe', result, rows, list(rows[0]))
+    return result
+
+
+if __name__ == '__main__':
+    main()
