@@ -51,7 +51,9 @@ def parse_args(argv=None):
                     help='synth: clean train photos degraded on the fly; fixed: the stored MiniCDD train pairs')
     ap.add_argument('--photos', default='astronaut,rocket,immunohistochemistry',
                     help='train photos for --data synth (comma-separated; empty: all five)')
-    ap.add_argument('--stage-weights', choices=('equal', 'final', 'ramp'), default='equal')
+    ap.add_argument('--stage-weights', choices=('equal', 'final', 'ramp', 'geometric'), default='equal',
+                    help='per-output loss weights: 1 each, final only, (k + 1) / K, or ratio ** (K - 1 - k)')
+    ap.add_argument('--stage-ratio', type=float, default=0.25, help='the ratio of --stage-weights geometric')
     ap.add_argument('--loss', choices=tuple(LOSSES), default='l2')
     ap.add_argument('--clip', type=float, default=1.0, help='gradient-norm clip (0: none)')
     ap.add_argument('--threads', type=int, default=1)
@@ -103,7 +105,8 @@ def train(net, args):
             outs = net(batch['lq'])
             n = len(outs)
             weights = {'equal': [1.0] * n, 'final': [0.0] * (n - 1) + [1.0],
-                       'ramp': [(k + 1) / n for k in range(n)]}[args.stage_weights]
+                       'ramp': [(k + 1) / n for k in range(n)],
+                       'geometric': [args.stage_ratio ** (n - 1 - k) for k in range(n)]}[args.stage_weights]
             loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
