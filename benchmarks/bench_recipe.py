@@ -125,11 +125,15 @@ def _uint8_image(t):
     return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
 
 
-def score(net, args, labels=None):
-    """Mean PSNR/SSIM per label of the input, the first and the final output on a MiniCDD split."""
+def score(net, root, split, labels=None):
+    """Mean PSNR/SSIM per label of the input, the first and the final output of ``net`` on a MiniCDD split.
+
+    Returns:
+        tuple: ``({label: {'input', 'first', 'final': [PSNR, SSIM]}}, {'input', 'first', 'final': mean over labels})``.
+    """
     from basicsr.metrics import calculate_psnr, calculate_ssim  # after the plugin's shims
 
-    data = MultiDegradationPairedDataset({'cdd11': {'root': os.path.join(args.root, args.split),
+    data = MultiDegradationPairedDataset({'cdd11': {'root': os.path.join(root, split),
                                                     **({'categories': list(labels)} if labels else {})},
                                           'phase': 'val'})
     per_label = {}
@@ -171,7 +175,7 @@ def run(args):
     opts = {**BASE_NET, **json.loads(args.net)}
     net = ARCH_REGISTRY.get(opts.pop('type'))(**opts)
     iters, seconds, loss = train(net.train(), args)
-    table, mean = score(net.eval(), args, CDD11_CATEGORIES[:2] if args.quick else None)
+    table, mean = score(net.eval(), args.root, args.split, CDD11_CATEGORIES[:2] if args.quick else None)
     result = {'tag': args.tag, 'args': vars(args), 'params': sum(p.numel() for p in net.parameters()),
               'iters': iters, 'train_seconds': round(seconds, 1), 'loss_last20': round(loss, 4),
               'mean': mean, 'labels_beaten': sum(v['final'][0] > v['input'][0] and v['final'][1] > v['input'][1]

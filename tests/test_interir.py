@@ -280,7 +280,7 @@ def test_doc_presets_build():
     default = build_network(dict(presets['InterIR']))
     assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in InterIR().parameters())
     small = build_network(dict(presets['InterIR-S']))
-    assert 1e6 <= sum(p.numel() for p in small.parameters()) <= 2e6
+    assert 0.5e6 <= sum(p.numel() for p in small.parameters()) <= 2e6  # the CPU size class (0.88 M in the table)
     large = build_network(dict(presets['InterIR-L']))
     assert sum(p.numel() for p in large.parameters()) > 15e6
     for net in (small, large):

@@ -11,14 +11,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from interir_plugin.data.degradations import CDD11_CATEGORIES
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))  # bench_recipe.score: the recipe search's scoring
 RECIPE = os.path.join(REPO, 'options', 'train', 'InterIR', 'train_InterIR-S_MiniCDD.yml')
 #: Training steps of the test (about a minute on one free core).
 ITERATIONS = 600
@@ -50,41 +48,24 @@ def trained(tmp_path_factory):
     return root, opt['network_g'], root / 'experiments' / 'learning' / 'models' / 'net_g_latest.pth'
 
 
-def _stage_psnr(root, network_opt, weights):
-    """Mean over labels of the per-image PSNR of the input, the first and the final output on the test split."""
-    from basicsr.metrics import calculate_psnr
+def _scores(root, network_opt, weights):
+    """Mean over labels of ``[PSNR, SSIM]`` of the input, the first and the final output on the test split."""
     from basicsr.utils.registry import ARCH_REGISTRY
+    from bench_recipe import score
 
-    from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
     from interir_plugin.utils.checkpoint import load_weights
-    from interir_plugin.utils.padding import crop_to, pad_for_network
 
     kwargs = dict(network_opt)
     net = ARCH_REGISTRY.get(kwargs.pop('type'))(**kwargs)
     load_weights(net, str(weights), 'params', True)
-    net.eval()
-    data = MultiDegradationPairedDataset({'protocol': 'minicdd', 'protocol_root': str(root / 'datasets' / 'MiniCDD'),
-                                          'protocol_split': 'test', 'phase': 'val'})
-    scores = {label: [] for label in CDD11_CATEGORIES}
-
-    def to255(t):
-        return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
-
-    with torch.no_grad():
-        for i in range(len(data)):
-            sample = data[i]
-            x, size = pad_for_network(sample['lq'][None], net)
-            outs = crop_to(list(net(x)), size)
-            gt = to255(sample['gt'][None])
-            scores[sample['label_name']].append([calculate_psnr(to255(t), gt, 0)
-                                                 for t in (sample['lq'][None], outs[0], outs[-1])])
-    return np.mean([np.mean(v, 0) for v in scores.values()], 0)  # input, first, final
+    return score(net.eval(), str(root / 'datasets' / 'MiniCDD'), 'test')[1]
 
 
 def test_short_training_beats_the_input_and_the_stages_improve(trained):
     torch.set_num_threads(1)
     root, network_opt, weights = trained
-    psnr_in, psnr_first, psnr_final = _stage_psnr(root, network_opt, weights)
+    mean = _scores(root, network_opt, weights)
+    psnr_in, psnr_first, psnr_final = (mean[k][0] for k in ('input', 'first', 'final'))
     print(f'MiniCDD test, mean over labels: input {psnr_in:.2f} dB, first output {psnr_first:.2f}, '
           f'final {psnr_final:.2f} ({ITERATIONS} iterations)')
     assert psnr_final >= psnr_in + MARGIN, (psnr_in, psnr_first, psnr_final)

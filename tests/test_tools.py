@@ -334,7 +334,7 @@ def test_demo_quick_runs_every_step(tmp_path):
     assert all(int(r['iters']) >= 1 and float(r['train_seconds']) >= QUICK['budget'] for r in trained)
     with open(demo / 'learning_curve.csv') as f:
         curve = list(csv.DictReader(f))
-    assert {p['model'] for p in curve} == {name for name, _ in DEMO_MODELS}
+    assert {p['model'] for p in curve} == {name for name, _ in DEMO_MODELS} | {'input'}
     assert all(float(p['psnr']) > 0 for p in curve)
     assert 'stage_psnr' in json.load(open(demo / 'audit' / 'audit.json'))
     assert json.load(open(demo / 'explain' / 'explain.json'))['network'] == 'InterIR'

@@ -30,7 +30,7 @@ import time
 import torch
 import yaml
 
-from interir_plugin.tools.bench import bench
+from interir_plugin.tools.bench import bench, identity_scores
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.loading import resolve_device
 from interir_plugin.tools.options import load_option_file
@@ -174,8 +174,9 @@ def read_curve(path):
         return [(int(r['iter']), float(r['train_seconds']), float(r['psnr'])) for r in csv.DictReader(f)]
 
 
-def write_learning_curve(curves, out_dir, subset):
-    """``learning_curve.csv`` and ``.png``: PSNR against training seconds per model; returns both paths."""
+def write_learning_curve(curves, out_dir, subset, input_psnr=None):
+    """``learning_curve.csv`` and ``.png``: PSNR against training seconds per model (and the degraded input's PSNR
+    on the same images as the row ``input``, a dashed line); returns both paths."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -186,7 +187,11 @@ def write_learning_curve(curves, out_dir, subset):
         writer = csv.writer(f)
         writer.writerow(['model', 'iter', 'train_seconds', 'psnr'])
         writer.writerows([name, *point] for name, points in curves.items() for point in points)
+        if input_psnr is not None:
+            writer.writerow(['input', '', '', f'{input_psnr:.4f}'])
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    if input_psnr is not None:
+        ax.axhline(input_psnr, ls='--', color='0.5', lw=1, label=f'input, no restoration ({input_psnr:.2f})')
     for name, points in curves.items():
         ax.plot([p[1] for p in points], [p[2] for p in points], marker='o', label=f'{name} ({points[-1][0]} iter)')
     ax.set_xlabel('training seconds')
@@ -288,8 +293,10 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     curve_root = write_crops(os.path.join(out_dir, 'curve_set'), 'heldout', CURVE_TILE, CURVE_CROP, labels)
     curve_set = cdd11_dataset(f'MiniCDD_heldout_crops{CURVE_CROP}', curve_root, labels)
     trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
+    metric = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
+    input_psnr = identity_scores({**curve_set, 'phase': 'val'}, metric, progress=False)['mean']['psnr']
     curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
-                                 f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label')
+                                 f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label', input_psnr)
 
     with steps('test', f'scoring every model and the degraded input on the centre {SCORE_CROP} x {SCORE_CROP} of '
                        f'each test photo\'s first tile'):
