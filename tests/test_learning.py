@@ -2,10 +2,11 @@
 input on the MiniCDD test split by a measured margin, and its final stage beats its first.
 
 Iteration-based (not the recipe's time budget) so the outcome does not depend on how busy the machine is; one thread.
-Measured (2026-11-29, this file as committed, 600 iterations, about 60 s of training on one core): mean PSNR over
-labels input 12.23 dB, first output 13.77, final 14.64, i.e. +2.41 dB over the input and +0.87 dB from the first
-to the final output. The test asks for MARGIN = 2.0 dB over the input (the issue's floor) and for the final
-output to beat the first.
+Measured (2026-11-29, this file as committed, 900 iterations, about 70 s of training on one core of the shared
+machine): mean PSNR over labels input 12.23 dB, first output 13.69, final 15.18, i.e. +2.95 dB over the input and
++1.49 dB from the first to the final output (with 600 iterations of the same preset: +1.90 dB, so the test trains
+900). The test asks for MARGIN = 2.0 dB over the input (the issue's floor) and for the final output to beat the
+first.
 """
 import os
 import subprocess
@@ -18,8 +19,8 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))  # bench_recipe.score: the recipe search's scoring
 RECIPE = os.path.join(REPO, 'options', 'train', 'InterIR', 'train_InterIR-S_MiniCDD.yml')
-#: Training steps of the test (about a minute on one free core).
-ITERATIONS = 600
+#: Training steps of the test (about 70 s on one core).
+ITERATIONS = 900
 #: The final output's mean PSNR over labels must beat the input's by this much (dB).
 MARGIN = 2.0
 
