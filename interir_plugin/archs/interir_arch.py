@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from interir_plugin.archs.econv import EConv, Pointwise, explainable_blocks
+from interir_plugin.archs.econv import BatchGroupedConv2d, EConv, Pointwise, explainable_blocks
 
 
 def _mm(*mats):
@@ -85,8 +85,10 @@ class PhysicalHead(nn.Module):
     def __init__(self, ch, out_ch, scale):
         super().__init__()
         self.scale = scale
-        self.maps = nn.Sequential(nn.Conv2d(ch + 2, ch, 3, 1, 1), nn.GELU(), nn.Conv2d(ch, 2, 3, 1, 1))  # conv_g, _tau
-        self.layer = nn.Sequential(nn.Conv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+        # BatchGroupedConv2d: nn.Conv2d (same parameters) that stays fast with 2 CPU threads (econv.py)
+        self.maps = nn.Sequential(BatchGroupedConv2d(ch + 2, ch, 3, 1, 1), nn.GELU(),
+                                  BatchGroupedConv2d(ch, 2, 3, 1, 1))  # conv_g, conv_tau
+        self.layer = nn.Sequential(BatchGroupedConv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
         self.globals = nn.Sequential(nn.Linear(ch + 4, ch), nn.GELU(), nn.Linear(ch, 2 + out_ch))  # k, k', A logits
         for layer in (self.maps[-1], self.layer[0], self.globals[-1]):
             nn.init.zeros_(layer.weight)
@@ -281,7 +283,7 @@ class InterIR(nn.Module):
         c, s = num_feat, unshuffle
         eb = dict(num_blocks=num_blocks, num_experts=num_experts, expand=expand, temperature=temperature,
                   freq_bound=freq_bound, priors=prior_gates, freq=freq_branch)
-        self.lift = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(num_in_ch * s * s, c, 3, 1, 1))
+        self.lift = nn.Sequential(nn.PixelUnshuffle(s), BatchGroupedConv2d(num_in_ch * s * s, c, 3, 1, 1))
         self.lam_init = Pointwise(c, c)
         step = dict(data_term=data_term, second_order=second_order)
         self.stages = nn.ModuleList(Stage(c, eb, expand, eta, **step) for _ in range(num_stages))
