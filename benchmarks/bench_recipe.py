@@ -51,6 +51,8 @@ def parse_args(argv=None):
                     help='synth: clean train photos degraded on the fly; fixed: the stored MiniCDD train pairs')
     ap.add_argument('--photos', default='astronaut,rocket,immunohistochemistry',
                     help='train photos for --data synth (comma-separated; empty: all five)')
+    ap.add_argument('--identity-pairs', action='store_true',
+                    help='--data synth: add clean -> clean pairs as a 12th training label (no degradation, no change)')
     ap.add_argument('--stage-weights', choices=('equal', 'final', 'ramp', 'geometric'), default='equal',
                     help='per-output loss weights: 1 each, final only, (k + 1) / K, or ratio ** (K - 1 - k)')
     ap.add_argument('--stage-ratio', type=float, default=0.25, help='the ratio of --stage-weights geometric')
@@ -85,6 +87,10 @@ def train_set(args):
         opt = {'labels': list(CDD11_CATEGORIES),
                'sources': [{'label': c, 'dataroot_gt': os.path.join(args.root, 'train', 'clear'), 'synthesis': c,
                             'repeat': 100, 'meta_info_file': meta} for c in CDD11_CATEGORIES]}
+        if args.identity_pairs:  # noise of sigma 0: the clean image itself
+            opt['labels'].append('clear')
+            opt['sources'].append({'label': 'clear', 'dataroot_gt': os.path.join(args.root, 'train', 'clear'),
+                                   'synthesis': {'noise': {'sigma': 0}}, 'repeat': 100, 'meta_info_file': meta})
     return MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': args.patch, 'use_hflip': True,
                                           'use_rot': True, 'sampling': 'balanced', 'seed': 0})
 
