@@ -126,11 +126,6 @@ def train(net, args):
                 return it, seconds, float(np.mean(losses[-20:]))
 
 
-def _uint8_image(t):
-    """``1 x C x H x W`` in [0, 1] -> ``H x W x C`` on the 0-255 scale (BasicSR's metrics' input)."""
-    return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
-
-
 def score(net, root, split, labels=None):
     """Mean PSNR/SSIM per label of the input, the first and the final output of ``net`` on a MiniCDD split.
 
@@ -138,6 +133,7 @@ def score(net, root, split, labels=None):
         tuple: ``({label: {'input', 'first', 'final': [PSNR, SSIM]}}, {'input', 'first', 'final': mean over labels})``.
     """
     from basicsr.metrics import calculate_psnr, calculate_ssim  # after the plugin's shims
+    from basicsr.utils import tensor2img  # the 8-bit image validation scores
 
     data = MultiDegradationPairedDataset({'cdd11': {'root': os.path.join(root, split),
                                                     **({'categories': list(labels)} if labels else {})},
@@ -148,10 +144,10 @@ def score(net, root, split, labels=None):
             sample = data[i]
             x, size = pad_for_network(sample['lq'][None], net)
             outs = crop_to(list(net(x)), size)
-            gt = _uint8_image(sample['gt'][None])
+            gt = tensor2img([sample['gt']])
             record = per_label.setdefault(sample['label_name'], {'input': [], 'first': [], 'final': []})
             for key, t in (('input', sample['lq'][None]), ('first', outs[0]), ('final', outs[-1])):
-                img = _uint8_image(t)
+                img = tensor2img([t[0]])
                 record[key].append((calculate_psnr(img, gt, 0), calculate_ssim(img, gt, 0)))
     table = {lab: {k: np.mean(v, 0).round(3).tolist() for k, v in r.items()} for lab, r in per_label.items()}
     mean = {k: np.mean([table[lab][k] for lab in table], 0).round(3).tolist() for k in ('input', 'first', 'final')}

@@ -110,3 +110,20 @@ def test_without_a_budget_the_run_is_iteration_based(tmp_path):
     opt['val']['val_freq'] = 3
     assert run_basicsr('train', write_yaml(opt_path, opt), str(tmp_path)) is None
     assert (tmp_path / 'experiments' / 'budget' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_ranks_share_the_slowest_clock(monkeypatch):
+    """Under DDP every rank takes the largest ``train_seconds`` of all ranks, so schedule, validation points and the
+    stop agree (a rank stopping one step early would leave the others waiting in a collective)."""
+    model = _Clocked(budget=10)
+    model.opt['dist'] = True
+    reduced = []
+
+    def all_reduce(tensor, op):  # another rank's clock stands at 7.5 s
+        reduced.append(op)
+        tensor.fill_(max(tensor.item(), 7.5))
+
+    monkeypatch.setattr(torch.distributed, 'all_reduce', all_reduce)
+    model.update_learning_rate(1)  # starts the clock
+    model.budget_spent(1)
+    assert model.train_seconds == 7.5 and reduced == [torch.distributed.ReduceOp.MAX]

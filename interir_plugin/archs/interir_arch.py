@@ -73,8 +73,8 @@ class PhysicalHead(nn.Module):
     They are not held to the physical ``G, t <= 1``: measured on MiniCDD's held-out split, that constraint (``g, tau``
     through a softplus) cost 0.2 dB and 0.07 SSIM (docs/interir.md), so ``G`` and ``t`` are effective maps that may
     exceed 1 (darken, or pull towards ``A``).
-    The last layers start at zero, so at initialisation ``G = t = 1``, ``R = 0`` and ``I = D`` exactly: every stage
-    starts from the input, not from noise.
+    The last layers start at zero, so at initialisation ``G = t = 1``, ``R = 0`` and ``I = D`` (to float rounding):
+    every stage starts from the input, not from noise.
 
     Args:
         ch (int): Feature channels C.
@@ -96,19 +96,23 @@ class PhysicalHead(nn.Module):
         nn.init.constant_(self.globals[-1].bias[2:], 1.4)  # A = sigmoid(1.4) = 0.8, the middle of the airlight range
 
     def cues(self, d):
-        """``(log L_D, dc_D)``, each ``B x 1 x h x w``: the log Retinex illumination and the dark channel of ``d``."""
-        s = self.scale
-        light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
-        dark = -F.max_pool2d(-d.amin(1, keepdim=True), s)
-        return torch.log(light.clamp_min(1e-3)), dark
+        """The cues of ``d`` (float32): ``log L_D`` and ``dc_D`` (each ``B x 1 x h x w``: the log Retinex
+        illumination and the dark channel) and their means and standard deviations (``B x 4``). They depend on ``d``
+        only, so a network computes them once for all its stage outputs."""
+        with torch.autocast(d.device.type, enabled=False):
+            d, s = d.float(), self.scale
+            light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
+            log_light, dark = torch.log(light.clamp_min(1e-3)), -F.max_pool2d(-d.amin(1, keepdim=True), s)
+            stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
+        return log_light, dark, stats
 
-    def forward(self, d, x):
-        """Restored image from the degraded input ``d`` and features ``x``; also returns the maps."""
+    def forward(self, d, x, cues=None):
+        """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
+        here if not given); also returns the maps."""
+        log_light, dark, cue_stats = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
-            log_light, dark = self.cues(d)
-            stats = torch.cat([x.mean((2, 3)), log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)),
-                               dark.std((2, 3))], 1)
+            stats = torch.cat([x.mean((2, 3)), cue_stats], 1)
             k_gain, k_t, a_logits = self.globals(stats).split([1, 1, d.shape[1]], 1)
             airlight = torch.sigmoid(a_logits)[..., None, None]
             prior_t = -torch.log((1 - dark / airlight.mean(1, keepdim=True)).clamp_min(0.05))
@@ -134,14 +138,14 @@ class ImageStep(nn.Module):
         ch (int): Feature channels C.
         eb (dict): Keyword arguments of :func:`explainable_blocks` (num_blocks, num_experts, expand, ...).
         expand (int): Hidden width of g1, g2 is ``C * expand``.
-        eta (float): Initial step size (``softplus`` of the learned raw value). Default: 0.01.
+        eta (float): Initial step size (``softplus`` of the learned raw value).
         data_term (bool): Keep the factorised data term ``P^T (P x Q - z) Q^T`` in ``G`` (and ``P^T P G Q Q^T`` in
             ``JG``); False is the ablation without it. Default: True.
         second_order (bool): Step along ``JG`` (ISN); False steps along ``G`` (first order, no EB_d, EB_e; the
             ablation). Default: True.
     """
 
-    def __init__(self, ch, eb, expand, eta=0.01, data_term=True, second_order=True):
+    def __init__(self, ch, eb, expand, eta, data_term=True, second_order=True):
         super().__init__()
         self.data_term, self.second_order = data_term, second_order
         self.eb_a, self.eb_b, self.eb_c = (explainable_blocks(ch, **eb) for _ in range(3))
@@ -174,12 +178,12 @@ class Stage(nn.Module):
         ch (int): Feature channels C.
         eb (dict): Keyword arguments of :func:`explainable_blocks`.
         expand (int): Hidden width factor of g1, g2.
-        eta (float): Initial step size of the image step. Default: 0.01.
+        eta (float): Initial step size of the image step.
         step: ``data_term``, ``second_order`` of :class:`ImageStep`. Without the data term the factors are not
             used, so the stage keeps ``P, Q`` as they are (no EB_P, EB_Q).
     """
 
-    def __init__(self, ch, eb, expand, eta=0.01, **step):
+    def __init__(self, ch, eb, expand, eta, **step):
         super().__init__()
         self.image = ImageStep(ch, eb, expand, eta, **step)
         if self.image.data_term:
@@ -314,6 +318,7 @@ class InterIR(nn.Module):
     def _unfold(self, d, econvs):
         skip = self.skip(d)
         z = self.lift(d)  # z = Conv3x3(PixelUnshuffle_s(D))
+        cues = self.head.cues(skip) if self.head_type == 'physical' else None  # of D: one for every output
         x, lam = z, self.lam_init(z) + z  # x_0 = z, lambda_0 = Conv1x1(z) + z
         p, q = _factor(_mm(z, _t(z))), _factor(_mm(_t(z), z))  # P_0 = rownorm(z z^T), Q_0 = rownorm(z^T z)
         outputs, aux = [], {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual', 'maps')}
@@ -323,7 +328,7 @@ class InterIR(nn.Module):
             else:
                 x, lam, p, q, delta, eta = step(x, z, lam, p, q)  # image, P, Q, lambda
             if self.head_type == 'physical':
-                image, maps = self.head(skip, x)  # I_k = ((D - A) / t + A - R) / G from maps estimated on x_k
+                image, maps = self.head(skip, x, cues)  # I_k = ((D - A) / t + A - R) / G, maps estimated on x_k
             else:
                 image, maps = skip + self.tail(x), None  # I_k = D + T(x_k)
             outputs.append(image)

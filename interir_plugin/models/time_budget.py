@@ -17,6 +17,7 @@ import os
 import os.path as osp
 import time
 
+import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
@@ -59,17 +60,23 @@ class TimeBudgetMixin:
         self._stop_pending = False
 
     def _tick(self):
-        """Add the time since the last tick to :attr:`train_seconds` (the first tick only starts the clock)."""
+        """Once per iteration, after the step: add the time since the last tick (data loading and the step) to
+        :attr:`train_seconds`. Under DDP the ranks then agree on the slowest rank's clock, so the schedule, the
+        validation points and the stop are the same on every rank."""
         now = time.perf_counter()
-        if self._clock is not None:
-            self.train_seconds += now - self._clock
+        self.train_seconds += now - self._clock
         self._clock = now
+        if self.opt.get('dist', False):
+            clock = torch.tensor([self.train_seconds], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(clock, op=torch.distributed.ReduceOp.MAX)
+            self.train_seconds = clock.item()
 
     def update_learning_rate(self, current_iter, warmup_iter=-1):
         """BasicSR's per-iteration update, or with ``train.time_budget`` the same schedule on the seconds' clock."""
         if self._stop_pending:  # no validation came after the last step: end here
             self._finish(current_iter - 1)
-        self._tick()
+        if self._clock is None:  # the first iteration starts the clock
+            self._clock = time.perf_counter()
         if self.time_budget is None:
             return super().update_learning_rate(current_iter, warmup_iter)
         total = self.opt['train']['total_iter']
@@ -84,6 +91,8 @@ class TimeBudgetMixin:
     def budget_spent(self, current_iter):
         """After a step: if the budget is spent, end the run (:meth:`_finish`), after the last validation point when
         ``val.val_seconds`` is set (BasicSR offers it right after this step)."""
+        if self.time_budget is None and self.val_seconds is None:  # an iteration-based run keeps no clock
+            return
         self._tick()
         if self.time_budget is None or self.train_seconds < self.time_budget:
             return

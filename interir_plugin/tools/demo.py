@@ -63,6 +63,9 @@ CURVE_CROP = 96
 #: split would not fit the demo's one minute of scoring). Every model and the input are scored on the same crops.
 SCORE_TILE = '_0'
 SCORE_CROP = 128
+#: The demo's metrics (BasicSR's, RGB, no border crop): PSNR for the learning curves, both for the leaderboard.
+METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
+           'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
 #: ``quick`` settings: training seconds, test labels and images per label, latency repeats, audited images.
@@ -132,7 +135,7 @@ def make_train_option(train_opt, device, budget, curve_set):
     opt['train'] = dict(train_opt['train'], time_budget=budget)
     opt['datasets'] = {'train': train_opt['datasets']['train'], 'val_curve': curve_set}
     opt['val'] = {'val_freq': 1, 'val_seconds': budget / CURVE_POINTS, 'save_img': False, 'pbar': False,
-                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}
+                  'metrics': {'psnr': METRICS['psnr']}}  # the curve: PSNR only
     return opt
 
 
@@ -154,9 +157,7 @@ def make_test_option(name, train_opt, weights, dataset):
         'manual_seed': 0, 'network_g': train_opt['network_g'], 'datasets': {'test_1': dataset},
         'path': {'pretrain_network_g': weights, 'param_key_g': 'params_ema' if ema else 'params',
                  'strict_load_g': True},
-        'val': {'save_img': False, 'pbar': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
-                            'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}},
+        'val': {'save_img': False, 'pbar': False, 'metrics': METRICS},
     }
 
 
@@ -293,8 +294,8 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     curve_root = write_crops(os.path.join(out_dir, 'curve_set'), 'heldout', CURVE_TILE, CURVE_CROP, labels)
     curve_set = cdd11_dataset(f'MiniCDD_heldout_crops{CURVE_CROP}', curve_root, labels)
     trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
-    metric = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
-    input_psnr = identity_scores({**curve_set, 'phase': 'val'}, metric, progress=False)['mean']['psnr']
+    curve_metric = {'psnr': METRICS['psnr']}
+    input_psnr = identity_scores({**curve_set, 'phase': 'val'}, curve_metric, progress=False)['mean']['psnr']
     curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
                                  f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label', input_psnr)
 
