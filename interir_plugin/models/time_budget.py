@@ -1,7 +1,7 @@
 """Training for a wall-clock budget instead of a number of iterations, with validation points every few seconds.
 
 ``train.time_budget: S`` makes a run last ``S`` seconds of training (data loading and steps; validation is not
-counted). The schedules keep their shape and are spread over the budget: after ``t`` seconds the scheduler and
+counted; under DDP every rank follows the slowest rank's clock). The schedules keep their shape and are spread over the budget: after ``t`` seconds the scheduler and
 the warm-up are where iteration ``1 + total_iter * t / S`` would put them, so ``total_iter`` is the length of the
 schedule's clock, not a count of steps. When the budget is spent the model validates once more (if
 ``val.val_seconds`` is set; BasicSR offers a validation right after the step), saves ``net_g_latest.pth`` and
