@@ -1,11 +1,11 @@
 """Training for a wall-clock budget instead of a number of iterations, with validation points every few seconds.
 
 ``train.time_budget: S`` makes a run last ``S`` seconds of training (data loading and steps; validation is not
-counted; under DDP every rank follows the slowest rank's clock). The schedules keep their shape and are spread over the budget: after ``t`` seconds the scheduler and
-the warm-up are where iteration ``1 + total_iter * t / S`` would put them, so ``total_iter`` is the length of the
-schedule's clock, not a count of steps. When the budget is spent the model validates once more (if
-``val.val_seconds`` is set; BasicSR offers a validation right after the step), saves ``net_g_latest.pth`` and
-raises :class:`TimeBudgetReached`, which ends BasicSR's training loop;
+counted; under DDP every rank follows the slowest rank's clock). The schedules keep their shape and are spread over
+the budget: after ``t`` seconds the scheduler and the warm-up are where iteration ``1 + total_iter * t / S`` would put
+them, so ``total_iter`` is the length of the schedule's clock, not a count of steps. When the budget is spent the
+model validates once more (if ``val.val_seconds`` is set; BasicSR offers a validation right after the step), saves
+``net_g_latest.pth`` and raises :class:`TimeBudgetReached`, which ends BasicSR's training loop;
 :func:`interir_plugin.tools.pipelines.run_basicsr` catches it and returns its figures.
 
 ``val.val_seconds: V`` (needs ``val_freq: 1``, so BasicSR offers a validation after every step) validates at 0,
