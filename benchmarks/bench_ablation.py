@@ -63,7 +63,7 @@ VARIANTS = {
     'no frequency branch': {'freq_branch': False},
     'no P/Q data term': {'data_term': False},
     'first-order step': {'second_order': False},
-    'residual head': {'head': 'residual'},
+    'residual head': {'head': 'residual', 'recognise': False},
     PLAIN: None,
 }
 #: Held-out scoring set (MiniCDD's decision split; its root is filled in).

@@ -22,15 +22,18 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from _common import emit  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (BasicSR shims and registration: before basicsr)
+from interir_plugin.archs.interir_arch import presence_targets  # noqa: E402
 from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset  # noqa: E402
 from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
 
 #: InterIR-S's size; ``--net`` overrides keys (JSON).
-BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4}
+BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4, 'expand': 2,
+            'freq_branch': False}
 LOSSES = {
     'charbonnier': lambda x, y: torch.sqrt((x - y) ** 2 + 1e-6).mean(),
     'l2': lambda x, y: ((x - y) ** 2).mean(),
@@ -58,6 +61,8 @@ def parse_args(argv=None):
     ap.add_argument('--stage-ratio', type=float, default=0.25, help='the ratio of --stage-weights geometric')
     ap.add_argument('--loss', choices=tuple(LOSSES), default='l2')
     ap.add_argument('--clip', type=float, default=1.0, help='gradient-norm clip (0: none)')
+    ap.add_argument('--presence-weight', type=float, default=0.5,
+                    help="weight of the recogniser's cross-entropy (networks with presence gates)")
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--split', default='heldout', help='MiniCDD split scored (decisions: heldout)')
     ap.add_argument('--root', default='datasets/MiniCDD')
@@ -108,12 +113,18 @@ def train(net, args):
                                                                                  / (1 - args.warmup)))
             for group in opt.param_groups:
                 group['lr'] = max(args.lr * scale, args.lr * 0.01)
-            outs = net(batch['lq'])
+            if getattr(net, 'recognises', False):  # as UnfoldingRestorationModel: teacher-forced presence gates
+                targets, known = presence_targets(batch['label_name'])
+                outs, logits = net(batch['lq'], presence=targets)
+                bce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none').mean(1)
+                presence_loss = args.presence_weight * (bce * known).sum() / known.sum().clamp_min(1)
+            else:
+                outs, presence_loss = net(batch['lq']), 0
             n = len(outs)
             weights = {'equal': [1.0] * n, 'final': [0.0] * (n - 1) + [1.0],
                        'ramp': [(k + 1) / n for k in range(n)],
                        'geometric': [args.stage_ratio ** (n - 1 - k) for k in range(n)]}[args.stage_weights]
-            loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w)
+            loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w) + presence_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip:

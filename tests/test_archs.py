@@ -42,10 +42,15 @@ def test_every_arch_has_a_config():
 def test_arch_forward_backward(name, channels):
     net, m = _build(name, **dict(zip(CHANNEL_KEYS[name], channels)))
     x = torch.rand(2, channels[0], 2 * m, 3 * m)
-    outs = net(x)
+    extra = 0
+    if getattr(net, 'recognises', False):  # training's teacher forcing: gates given, the recogniser's logits back
+        outs, logits = net(x, presence=torch.ones(2, 4))
+        extra = logits.square().mean()
+    else:
+        outs = net(x)
     assert isinstance(outs, list) and len(outs) == OUTPUTS[name]
     assert all(o.shape == (2, channels[1], 2 * m, 3 * m) and torch.isfinite(o).all() for o in outs)
-    sum(o.mean() * (k + 1) for k, o in enumerate(outs)).backward()
+    (sum(o.mean() * (k + 1) for k, o in enumerate(outs)) + extra).backward()
     no_grad = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad, f'{name}: parameters without a finite gradient: {no_grad[:5]}'
 

@@ -11,21 +11,22 @@ import yaml
 import interir_plugin  # noqa: F401  (registers the archs)
 from conftest import photo_crop
 from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, Pointwise, set_fused
-from interir_plugin.archs.interir_arch import InterIR
+from interir_plugin.archs.interir_arch import InterIR, presence_targets
+from interir_plugin.archs.plain_arch import PlainResidualNet
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: a tiny net: every part of the algorithm, two stages plus the final image step, at 1/4 resolution
 TINY = dict(num_feat=8, unshuffle=4, num_stages=2, num_experts=2, expand=1)
 AUX_KEYS = ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual')  # tensors; ``maps`` (dicts) checked apart
-MAP_KEYS = ('gain', 'transmission', 'airlight', 'layer')
+MAP_KEYS = ('gain', 'transmission', 'airlight', 'layer', 'streak', 'presence')
 
 
 def _randomise_head(net, std=0.05):
     """Give the physical head's zero-initialised last layers random weights (at initialisation the head is the
     identity, every output equals the input and no gradient reaches the trunk)."""
     with torch.no_grad():
-        for layer in (net.head.maps[-1], net.head.layer[0], net.head.globals[-1]):
+        for layer in (net.head.maps[-1], net.head.layer[0], net.head.globals[-1], net.head.detail):
             layer.weight.normal_(0, std)
     return net
 
@@ -39,7 +40,7 @@ def _photo_batch(b, h, w):
 
 @pytest.mark.parametrize('head', ['physical', 'residual'])
 def test_odd_size_batch3_shapes_and_order(head):
-    net = InterIR(head=head, **TINY)
+    net = InterIR(head=head, recognise=head == 'physical', **TINY)
     if head == 'physical':
         _randomise_head(net)
     x = _photo_batch(3, 37, 53)
@@ -47,14 +48,15 @@ def test_odd_size_batch3_shapes_and_order(head):
     assert padded.shape[-2:] == (40, 56)
     feats = []  # the features each step hands to the head, in execution order
     hooks = [m.register_forward_hook(lambda m, i, o: feats.append(o[0])) for m in (*net.stages, net.final)]
+    gates = torch.ones(3, 4) if head == 'physical' else None  # the head with every map on
     with torch.no_grad():
-        outs = net(padded)
+        outs = net(padded) if gates is None else net(padded, presence=gates)[0]
     for h in hooks:
         h.remove()
     assert len(outs) == len(feats) == TINY['num_stages'] + 1
     for t, (out, feat) in enumerate(zip(outs, feats)):  # outputs[t] = head(D, x_t), first -> final
         assert out.shape == (3, 3, 40, 56)
-        expected = net.head(padded, feat)[0] if head == 'physical' else padded + net.tail(feat)  # I_k = D + T(x_k)
+        expected = net.head(padded, feat, None, gates)[0] if head == 'physical' else padded + net.tail(feat)
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-6, msg=f'output {t} out of order')
     assert all(o.shape == (3, 3, 37, 53) for o in crop_to(outs, size))
     assert (outs[0] - outs[-1]).abs().max() > 1e-6  # the stages do differ, so the order check above has teeth
@@ -74,10 +76,16 @@ def test_bad_kwargs_raise(kwargs):
 def test_every_parameter_gets_a_nonzero_gradient(in_ch, out_ch, num_blocks, head):
     """Beyond test_archs.py (finite gradients): none is zero, with several blocks, channel counts and both heads
     (the physical head's last layers randomised: at initialisation only they get a gradient)."""
-    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, head=head, **TINY)
+    net = InterIR(num_in_ch=in_ch, num_out_ch=out_ch, num_blocks=num_blocks, head=head,
+                  recognise=head == 'physical', **TINY)
     if head == 'physical':
         _randomise_head(net)
-    sum(o.square().mean() for o in net(torch.rand(2, in_ch, 16, 24))).backward()
+    x = torch.rand(2, in_ch, 16, 24)
+    if head == 'physical':  # teacher forcing: every map on, and the recogniser's logits in the loss
+        outs, logits = net(x, presence=torch.ones(2, 4))
+        (sum(o.square().mean() for o in outs) + logits.square().mean()).backward()
+    else:
+        sum(o.square().mean() for o in net(x)).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
 
@@ -101,17 +109,45 @@ def test_econv_fused_equals_unfused():
 
 
 def test_physical_head_starts_as_the_identity():
-    """At initialisation G = t = 1 and R = 0: every stage output is the input (to rounding); maps in range."""
+    """At initialisation G = t = 1 and R is only the small high-pass term (w = sigmoid(-3)): every stage output is
+    the input but for it; maps in range."""
     net = InterIR(**TINY).eval()
     x = _photo_batch(2, 32, 48)
     with torch.no_grad():
-        outs, aux = net(x, return_aux=True)
-    for o in outs:  # (D - A) * 1 + A - 0: D up to float32 rounding
-        torch.testing.assert_close(o, x, rtol=0, atol=1e-6)
+        outs, aux = net(x, return_aux=True, presence=torch.ones(2, 4))
+    for o in outs:
+        assert (o - x).abs().mean() < 0.01 and (o - x).abs().max() < 0.1
     maps = aux['maps'][-1]
     assert set(maps) == set(MAP_KEYS)
-    assert (maps['gain'] == 1).all() and (maps['transmission'] == 1).all() and (maps['layer'] == 0).all()
+    assert (maps['gain'] == 1).all() and (maps['transmission'] == 1).all() and (maps['layer'].abs() < 0.1).all()
+    assert (maps['streak'] >= 0).all() and (maps['presence'] == 1).all()
     torch.testing.assert_close(maps['airlight'], torch.full((2, 3, 1, 1), 0.8), rtol=0, atol=3e-3)
+
+
+@pytest.mark.parametrize('arch', ['InterIR', 'PlainResidualNet'])
+def test_nothing_present_nothing_changed(arch):
+    """With every presence gate off the physical head returns D itself, whatever its weights (trained or random):
+    gain and transmission are 1, the layer is 0. With the recogniser deciding, the gates are its logits > 0."""
+    net = _randomise_head(InterIR(**TINY) if arch == 'InterIR' else PlainResidualNet(num_feat=8, num_blocks=1), 0.5)
+    net.eval()
+    x = _photo_batch(2, 32, 48)
+    with torch.no_grad():
+        outs, logits = net(x, presence=torch.zeros(2, 4))
+        assert logits.shape == (2, 4)
+        for o in outs:
+            torch.testing.assert_close(o, x, rtol=0, atol=1e-6)
+        moved = net(x, presence=torch.ones(2, 4))[0][-1]
+        assert (moved - x).abs().mean() > 1e-3  # the random maps do act when present
+        if arch == 'InterIR':
+            gates = net(x, return_aux=True)[1]['maps'][-1]['presence']
+            torch.testing.assert_close(gates, (logits > 0).float())
+
+
+def test_presence_targets_of_labels():
+    """CDD-11 labels give their parts; a label with any other part gives all gates on and known = 0."""
+    targets, known = presence_targets(['low_haze_rain', 'snow', 'noise', 'rain_blur'])
+    assert targets.tolist() == [[1, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
+    assert known.tolist() == [1, 1, 0, 0]
 
 
 def test_physical_head_inverts_the_composite():
@@ -124,6 +160,7 @@ def test_physical_head_inverts_the_composite():
     r = 0.05 * torch.rand(1, 3, 32, 32)
     d = (j * g + r) * t + a * (1 - t)
     with torch.no_grad():  # constant maps: bias only (log 1/G, log 1/t are inside 3 tanh(./3); undo it)
+        head.detail.bias.fill_(-40.0)  # w_n = w_s = 0: no high-pass terms
         head.maps[-1].bias.copy_(3 * torch.atanh(torch.tensor([-math.log(g), -math.log(t)]) / 3))
         head.globals[-1].bias.copy_(torch.tensor([0.0, 0.0, *[math.log(a / (1 - a))] * 3]))
         image, maps = head(d, torch.zeros(1, TINY['num_feat'], 8, 8))
@@ -134,7 +171,7 @@ def test_physical_head_inverts_the_composite():
 
 def test_tail_starts_without_subpixel_grid():
     """ICNR: at initialisation every s x s block of the residual head's tail is constant (no s-periodic grid)."""
-    net = InterIR(head='residual', **TINY)
+    net = InterIR(head='residual', recognise=False, **TINY)
     s = net.size_multiple
     feat = torch.randn(2, net.tail[0].in_channels, 5, 7)
     out = net.tail(feat)
@@ -175,7 +212,7 @@ def test_return_aux_keys_shapes_and_ranges():
     with torch.no_grad():
         outs, aux = net(_photo_batch(b, h, w), return_aux=True)
         plain = net(_photo_batch(b, h, w))
-    assert set(aux) == {*AUX_KEYS, 'maps'}
+    assert set(aux) == {*AUX_KEYS, 'maps', 'presence_logits'} and aux['presence_logits'].shape == (b, 4)
     steps = TINY['num_stages'] + 1
     assert all(len(aux[k]) == steps == len(outs) for k in (*AUX_KEYS, 'maps'))
     for a, p in zip(outs, plain):  # asking for aux does not change the images
@@ -226,11 +263,12 @@ def test_constant_inputs_stay_finite(fill):
     x = {'zeros': torch.zeros(2, 3, 16, 16), 'ones': torch.ones(2, 3, 16, 16),
          'constant': torch.full((2, 3, 16, 16), 0.37),
          'channel_constant': torch.tensor([0.1, 0.5, 0.9]).view(1, 3, 1, 1).expand(2, 3, 16, 16)}[fill]
-    outs, aux = net(x, return_aux=True)
+    outs, aux = net(x, return_aux=True, presence=torch.ones(2, 4))
     assert all(torch.isfinite(o).all() for o in outs)
     assert all(torch.isfinite(v).all() for key in AUX_KEYS for v in aux[key])
     assert all(torch.isfinite(v).all() for maps in aux['maps'] for v in maps.values())
-    sum(o.mean() for o in outs).backward()
+    assert torch.isfinite(aux['presence_logits']).all()  # constant images: zero std, zero high-pass
+    (sum(o.mean() for o in outs) + aux['presence_logits'].mean()).backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 

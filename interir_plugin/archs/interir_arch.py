@@ -52,6 +52,74 @@ def _icnr_(conv, scale):
         conv.bias.copy_(base.bias.repeat_interleave(scale ** 2))
 
 
+#: The degradations the physical head recognises, in the order of its presence logits; each gates its own maps.
+PRESENCE_PARTS = ('low', 'haze', 'rain', 'snow')
+
+
+def presence_targets(label_names, device=None):
+    """Presence targets (``B x 4``, 0/1 in :data:`PRESENCE_PARTS` order) of label names such as ``'low_haze_rain'``.
+
+    A label made only of those parts (CDD-11's eleven) has its parts present and the others absent. Any other label
+    (``'noise'``, ``'blur'``, a data set name) has all four on (the head may use every map) and a known-flag of 0,
+    so it adds nothing to the recogniser's loss.
+
+    Returns:
+        tuple: ``(targets, known)``, float tensors ``B x 4`` and ``B``.
+    """
+    rows, known = [], []
+    for name in label_names:
+        parts = str(name).split('_')
+        ok = all(part in PRESENCE_PARTS for part in parts)
+        rows.append([float(part in parts) if ok else 1.0 for part in PRESENCE_PARTS])
+        known.append(float(ok))
+    return torch.tensor(rows, device=device), torch.tensor(known, device=device)
+
+
+class DegradationRecogniser(nn.Module):
+    """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 12 image statistics.
+
+    The statistics (float32, full resolution): the mean and standard deviation of the mean-, min- and max-channel
+    maps, the mean saturation ``max - min``, the colour noise (mean ``|h - mean_c h|`` of the
+    high-pass ``h = D - box3(D)``: sensor noise differs between channels, rain, snow and edges mostly do not), and
+    at two scales (5, 9) the luminance's mean high-pass magnitude and its share of bright thin structure
+    (``sigmoid((h - 0.08) / 0.02)``), plus the head's four cue statistics. They are standardised (running
+    statistics, as a batch norm without affine parameters) and fed to a two-layer MLP; the logits are scaled by 5 so
+    that the recogniser, trained by its own loss, is confident within a few hundred steps.
+    """
+
+    num_stats = 16
+
+    def __init__(self, hidden=32, logit_scale=5.0):
+        super().__init__()
+        self.logit_scale = logit_scale
+        self.norm = nn.BatchNorm1d(self.num_stats, affine=False)
+        self.mlp = nn.Sequential(nn.Linear(self.num_stats, hidden), nn.GELU(), nn.Linear(hidden, len(PRESENCE_PARTS)))
+
+    @staticmethod
+    def statistics(d):
+        """The 12 image statistics of ``d`` (``B x 12``, float32; any number of channels)."""
+        with torch.autocast(d.device.type, enabled=False):
+            d = d.float()
+            lum, lo, hi = d.mean(1, keepdim=True), d.amin(1, keepdim=True), d.amax(1, keepdim=True)
+            high = d - F.avg_pool2d(d, 3, 1, 1, count_include_pad=False)
+            feats = [m.mean((2, 3)) for m in (lum, lo, hi)] + [m.std((2, 3)) for m in (lum, lo, hi)]
+            feats += [(hi - lo).mean((2, 3)), 10 * (high - high.mean(1, keepdim=True)).abs().mean((1, 2, 3))[:, None]]
+            for k in (5, 9):
+                h = lum - F.avg_pool2d(lum, k, 1, k // 2, count_include_pad=False)
+                feats += [10 * h.abs().mean((2, 3)), 10 * torch.sigmoid((h - 0.08) / 0.02).mean((2, 3))]
+            return torch.cat(feats, 1)
+
+    def forward(self, d, cue_stats):
+        """Presence logits (``B x 4``) of ``d`` given the head's cue statistics (``B x 4``)."""
+        stats = torch.cat([self.statistics(d), cue_stats.float()], 1)
+        # a batch of one cannot be standardised by itself: it uses the running statistics
+        stats = F.batch_norm(stats, self.norm.running_mean, self.norm.running_var, training=self.training and
+                             stats.shape[0] > 1, momentum=self.norm.momentum, eps=self.norm.eps)
+        if self.training and stats.shape[0] > 1:
+            self.norm.num_batches_tracked.add_(1)
+        return self.logit_scale * self.mlp(stats)
+
+
 class PhysicalHead(nn.Module):
     """Output head that estimates the composite's physical maps from features ``x`` and inverts them.
 
@@ -63,36 +131,56 @@ class PhysicalHead(nn.Module):
 
     - gain ``G = exp(-g)``, ``g = k_b (-log L_D) + conv_g``: under the Retinex low light ``J L^(gamma - 1)`` the
       observed illumination is ``L^gamma``, so ``-log G = (1 - 1 / gamma)(-log L_D)``: one per-image strength
-      ``k_b`` (0 without low light) plus a learned correction;
+      ``k_b`` plus a learned correction;
     - transmission ``t = exp(-tau)``, ``tau = k'_b (-log(1 - dc_D / A)) + conv_tau``: the dark-channel prior's
       ``t = 1 - dc_D / A`` with a per-image strength ``k'_b`` plus a learned correction;
     - airlight ``A`` (one value per channel, sigmoid) and the strengths ``k_b, k'_b`` from one MLP on the pooled
-      features and cue statistics; the additive layer ``R = PixelShuffle_s(Conv3x3(x))`` at full resolution.
+      features and cue statistics;
+    - additive layer ``R = R_streak + R_noise`` at full resolution: rain and snow add bright streaks and flakes,
+      so ``R_streak = relu(PixelShuffle_s(Conv3x3(x))) + w_s TH_D >= 0`` with ``TH_D = D - opening_7(D)`` the
+      white top-hat of ``D`` (its bright structures narrower than 7 pixels; opening = a 7 x 7 min then max
+      filter); sensor noise has no local mean, so ``R_noise = w_n h_D`` with ``h_D = D - box5(D)``. ``w_s, w_n``
+      in (0, 1) are maps estimated from ``x`` (sigmoid, bilinearly upsampled). Working on ``D``'s own detail
+      gives the head the full-resolution structure that ``x`` (``s^2 C_in`` values per cell lifted to ``C``)
+      cannot carry.
 
-    ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled (gain and transmission are smooth).
-    They are not held to the physical ``G, t <= 1``: measured on MiniCDD's held-out split, that constraint (``g, tau``
-    through a softplus) cost 0.2 dB and 0.07 SSIM (docs/interir.md), so ``G`` and ``t`` are effective maps that may
-    exceed 1 (darken, or pull towards ``A``).
-    The last layers start at zero, so at initialisation ``G = t = 1``, ``R = 0`` and ``I = D`` (to float rounding):
-    every stage starts from the input, not from noise.
+    **Presence gates.** ``p`` (``B x 4``, :data:`PRESENCE_PARTS`: low, haze, rain, snow) switches each map on or
+    off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
+    rain or snow (``1 - (1 - p_rain)(1 - p_snow)``). With nothing present the head returns ``D`` itself, whatever
+    its weights. In training ``p`` is the label's (teacher forcing); otherwise the :class:`DegradationRecogniser`'s
+    decision (``logit > 0``). Measured on MiniCDD's held-out split (docs/interir.md): without the gates the
+    trained head applied the average tone correction of the mixture to every image and lost 2 to 3 dB on rain and
+    snow; without ``R >= 0`` it brightened through ``R``; without the high-pass terms it could neither denoise nor
+    remove streaks.
+
+    ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled. They are not held to the
+    physical ``G, t <= 1``, so ``G`` and ``t`` are effective maps. The gain, transmission and streak convolutions
+    start at zero (the streak one at 1e-3 noise, so the relu passes gradient), ``w_s, w_n`` at sigmoid(-3):
+    at initialisation the head is the identity but for a small high-pass term.
 
     Args:
         ch (int): Feature channels C.
         out_ch (int): Image channels.
         scale (int): The unshuffle factor s.
+        recognise (bool): Gate the maps by presence (above). False: every map always on, no recogniser (for data
+            whose degradations are not among the four). Default: True.
     """
 
-    def __init__(self, ch, out_ch, scale):
+    def __init__(self, ch, out_ch, scale, recognise=True):
         super().__init__()
         self.scale = scale
         # BatchGroupedConv2d: nn.Conv2d (same parameters) that stays fast with 2 CPU threads (econv.py)
         self.maps = nn.Sequential(BatchGroupedConv2d(ch + 2, ch, 3, 1, 1), nn.GELU(),
                                   BatchGroupedConv2d(ch, 2, 3, 1, 1))  # conv_g, conv_tau
         self.layer = nn.Sequential(BatchGroupedConv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+        self.detail = BatchGroupedConv2d(ch, 2, 3, 1, 1)  # w_n, w_s logits
         self.globals = nn.Sequential(nn.Linear(ch + 4, ch), nn.GELU(), nn.Linear(ch, 2 + out_ch))  # k, k', A logits
-        for layer in (self.maps[-1], self.layer[0], self.globals[-1]):
+        self.recogniser = DegradationRecogniser() if recognise else None
+        for layer in (self.maps[-1], self.layer[0], self.globals[-1], self.detail):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.layer[0].weight, std=1e-3)
+        nn.init.constant_(self.detail.bias, -3.0)
         nn.init.constant_(self.globals[-1].bias[2:], 1.4)  # A = sigmoid(1.4) = 0.8, the middle of the airlight range
 
     def cues(self, d):
@@ -106,23 +194,37 @@ class PhysicalHead(nn.Module):
             stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
         return log_light, dark, stats
 
-    def forward(self, d, x, cues=None):
+    def presence_logits(self, d, cues):
+        """The recogniser's logits (``B x 4``) for ``d`` with its :meth:`cues`; None without a recogniser."""
+        return None if self.recogniser is None else self.recogniser(d, cues[2])
+
+    def forward(self, d, x, cues=None, presence=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
-        here if not given); also returns the maps."""
+        here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None); also returns the maps."""
         log_light, dark, cue_stats = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
+            p = torch.ones(d.shape[0], len(PRESENCE_PARTS), device=d.device) if presence is None else presence.float()
+            p_low = p[:, 0, None, None, None]
+            p_streak = 1 - (1 - p[:, 2, None, None, None]) * (1 - p[:, 3, None, None, None])
             stats = torch.cat([x.mean((2, 3)), cue_stats], 1)
             k_gain, k_t, a_logits = self.globals(stats).split([1, 1, d.shape[1]], 1)
             airlight = torch.sigmoid(a_logits)[..., None, None]
             prior_t = -torch.log((1 - dark / airlight.mean(1, keepdim=True)).clamp_min(0.05))
             prior = torch.cat([k_gain[..., None, None] * -log_light, k_t[..., None, None] * prior_t], 1)
             log_inv = 3 * torch.tanh((prior + self.maps(torch.cat([x, log_light, dark], 1))) / 3)
-            log_inv = F.interpolate(log_inv, scale_factor=self.scale, mode='bilinear', align_corners=False)
+            log_inv = log_inv * p[:, :2, None, None]  # g by low light, tau by haze
+            weights = torch.sigmoid(self.detail(x))  # w_n, w_s
+            log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
+                                for m in (log_inv, weights))
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
-            layer = self.layer(x)
+            high = d - F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)  # h_D
+            tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
+            streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:] * tophat)
+            layer = streak + p_low * weights[:, :1] * high
             image = ((d - airlight) * inv_t + airlight - layer) * inv_gain
-        maps = {'gain': 1 / inv_gain, 'transmission': 1 / inv_t, 'airlight': airlight, 'layer': layer}
+        maps = {'gain': 1 / inv_gain, 'transmission': 1 / inv_t, 'airlight': airlight, 'layer': layer,
+                'streak': streak, 'presence': p}
         return image, maps
 
 
@@ -255,6 +357,9 @@ class InterIR(nn.Module):
         data_term (bool): Image steps keep the factorised data term ``P^T (P x Q - z) Q^T``. Default: True.
         second_order (bool): Image steps follow ``JG`` (ISN); False: ``G`` (first order). Default: True.
         The last four exist for the ablation (docs/ablation.md); the presets keep every part.
+        recognise (bool): The physical head gates its maps by the presence of low light, haze, rain and snow
+            (:class:`PhysicalHead`, :class:`DegradationRecogniser`); False for data with other degradations (the
+            3- and 5-task protocols' noise and blur); must be False with ``head='residual'``. Default: True.
 
     ``forward(x)`` returns ``num_stages + 1`` images ordered first -> final, each ``B x num_out_ch x H x W``.
     ``forward(x, return_aux=True)`` returns ``(outputs, aux)``; ``aux[key][t]`` belongs to ``outputs[t]``:
@@ -262,12 +367,19 @@ class InterIR(nn.Module):
     order, ``eta`` (scalar), ``delta`` (B x C x h x w), ``P`` (B x C x h x h), ``Q`` (B x C x w x w) in force
     after the step, ``residual`` (B,) ``= ||P x Q - z||`` over C, h, w, and ``maps`` (the physical head's
     ``gain``, ``transmission`` (B x 1 x H x W), ``airlight`` (B x C_out x 1 x 1), ``layer`` (B x C_out x H x W); None
-    with the residual head).
+    with the residual head; with presence gates also ``streak`` (B x C_out x H x W, the rain and snow part of
+    ``layer``) and ``presence`` (B x 4, the gates used)), and ``presence_logits`` (B x 4, the recogniser's; one
+    entry, not per stage; None without a recogniser).
+
+    ``forward(x, presence=targets)`` (training, teacher forcing): the head's gates are ``targets`` (``B x 4`` in
+    [0, 1], e.g. :func:`presence_targets` of the batch's labels) instead of the recogniser's decision, and the
+    call returns ``(outputs, presence_logits)`` so that the trainer can fit the recogniser
+    (``UnfoldingRestorationModel`` does, ``train.presence_weight``).
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, unshuffle=4, num_stages=6, num_experts=4, expand=2,
                  num_blocks=1, temperature=1.0, freq_bound=1.0, eta=0.5, head='physical', prior_gates=True,
-                 freq_branch=True, data_term=True, second_order=True):
+                 freq_branch=True, data_term=True, second_order=True, recognise=True):
         super().__init__()
         for key, value, low in (('num_in_ch', num_in_ch, 1), ('num_out_ch', num_out_ch, 1), ('num_feat', num_feat, 1),
                                 ('unshuffle', unshuffle, 1), ('num_stages', num_stages, 0), ('expand', expand, 1),
@@ -277,11 +389,13 @@ class InterIR(nn.Module):
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < 20:
             raise ValueError(f'InterIR: eta must be a number in (0, 20), got {eta!r}')
         for key, value in (('prior_gates', prior_gates), ('freq_branch', freq_branch), ('data_term', data_term),
-                           ('second_order', second_order)):
+                           ('second_order', second_order), ('recognise', recognise)):
             if not isinstance(value, bool):
                 raise ValueError(f'InterIR: {key} must be true or false, got {value!r}')
         if head not in ('physical', 'residual'):
             raise ValueError(f"InterIR: head must be 'physical' or 'residual', got {head!r}")
+        if recognise and head != 'physical':
+            raise ValueError("InterIR: recognise=True needs head='physical' (the residual head has no maps to gate)")
         self.head_type = head
         self.size_multiple = unshuffle
         c, s = num_feat, unshuffle
@@ -294,41 +408,56 @@ class InterIR(nn.Module):
         self.final = ImageStep(c, eb, expand, eta, **step)
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
         if head == 'physical':
-            self.head = PhysicalHead(c, num_out_ch, s)
+            self.head = PhysicalHead(c, num_out_ch, s, recognise)
         else:
             self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
             _icnr_(self.tail[0], s)
 
-    def forward(self, x, return_aux=False):
+    @property
+    def recognises(self):
+        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
+        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
+
+    def forward(self, x, return_aux=False, presence=None):
         """Restore ``x`` (B x num_in_ch x H x W, H and W multiples of ``size_multiple``); see the class doc."""
         if x.dim() != 4 or x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
             raise ValueError(f'InterIR: input size {tuple(x.shape)} must be B x C x H x W with H and W multiples of '
                              f'size_multiple={self.size_multiple} (the model class pads)')
+        if presence is not None and (self.head_type != 'physical' or tuple(presence.shape) != (x.shape[0], 4)):
+            raise ValueError(f'InterIR: presence must be B x 4 = {(x.shape[0], 4)} and needs the physical head, got '
+                             f'{tuple(presence.shape)} with head={self.head_type!r}')
         if not return_aux:
-            return self._unfold(x, None)
+            outputs, aux = self._unfold(x, None, presence)
+            return outputs if presence is None else (outputs, aux['presence_logits'])
         econvs = [[m for m in step.modules() if isinstance(m, EConv)] for step in (*self.stages, self.final)]
         for m in sum(econvs, []):
             m.keep_routing = True
         try:
-            return self._unfold(x, econvs)
+            return self._unfold(x, econvs, presence)
         finally:
             for m in sum(econvs, []):
                 m.keep_routing, m.routing = False, None
 
-    def _unfold(self, d, econvs):
+    def _unfold(self, d, econvs, presence):
         skip = self.skip(d)
         z = self.lift(d)  # z = Conv3x3(PixelUnshuffle_s(D))
-        cues = self.head.cues(skip) if self.head_type == 'physical' else None  # of D: one for every output
+        aux = {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual', 'maps')}
+        aux['presence_logits'] = None
+        if self.head_type == 'physical':
+            cues = self.head.cues(skip)  # of D: one for every output
+            aux['presence_logits'] = self.head.presence_logits(skip, cues)
+            if presence is None and aux['presence_logits'] is not None:
+                presence = (aux['presence_logits'] > 0).float()  # the recogniser's decision
         x, lam = z, self.lam_init(z) + z  # x_0 = z, lambda_0 = Conv1x1(z) + z
         p, q = _factor(_mm(z, _t(z))), _factor(_mm(_t(z), z))  # P_0 = rownorm(z z^T), Q_0 = rownorm(z^T z)
-        outputs, aux = [], {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual', 'maps')}
+        outputs = []
         for t, step in enumerate((*self.stages, self.final)):
             if step is self.final:
                 x, _, delta, eta = step(x, z, lam, p, q)  # final image step
             else:
                 x, lam, p, q, delta, eta = step(x, z, lam, p, q)  # image, P, Q, lambda
             if self.head_type == 'physical':
-                image, maps = self.head(skip, x, cues)  # I_k = ((D - A) / t + A - R) / G, maps estimated on x_k
+                image, maps = self.head(skip, x, cues, presence)  # I_k = ((D - A) / t + A - R) / G, gated maps
             else:
                 image, maps = skip + self.tail(x), None  # I_k = D + T(x_k)
             outputs.append(image)
@@ -338,4 +467,4 @@ class InterIR(nn.Module):
                 aux['residual'].append((_mm(p, x, q) - z).flatten(1).norm(dim=1))  # ||P x Q - z||
                 for key, value in (('eta', eta), ('delta', delta), ('P', p), ('Q', q), ('maps', maps)):
                     aux[key].append(value)
-        return (outputs, aux) if econvs is not None else outputs
+        return outputs, aux

@@ -17,7 +17,12 @@ class _ResidualBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.GELU(), nn.Conv2d(ch, ch, 3, 1, 1))
 
-    def forward(self, x):
+    @property
+    def recognises(self):
+        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
+        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
+
+    def forward(self, x, presence=None):
         return x + self.body(x)
 
 
@@ -41,26 +46,42 @@ class PlainResidualNet(nn.Module):
         unshuffle (int): Pixel-unshuffle factor s; H and W must be multiples of it (``size_multiple``). Default: 4.
         num_blocks (int): Residual blocks N (0: lifting and head only). Default: 8.
 
-    ``forward(x)`` returns a list with one image ``B x num_out_ch x H x W`` (the model class takes ``[-1]``).
+        recognise (bool): The head gates its maps by the presence of low light, haze, rain and snow, as InterIR's.
+            Default: True.
+
+    ``forward(x)`` returns a list with one image ``B x num_out_ch x H x W`` (the model class takes ``[-1]``);
+    ``forward(x, presence=targets)`` gates the head by ``targets`` and returns ``([image], presence_logits)``, as
+    :class:`~interir_plugin.archs.interir_arch.InterIR` does.
     """
 
-    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=16, unshuffle=4, num_blocks=8):
+    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=16, unshuffle=4, num_blocks=8, recognise=True):
         super().__init__()
         for key, value, low in (('num_in_ch', num_in_ch, 1), ('num_out_ch', num_out_ch, 1), ('num_feat', num_feat, 1),
                                 ('unshuffle', unshuffle, 1), ('num_blocks', num_blocks, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f'PlainResidualNet: {key} must be an int >= {low}, got {value!r}')
+        if not isinstance(recognise, bool):
+            raise ValueError(f'PlainResidualNet: recognise must be true or false, got {recognise!r}')
         self.size_multiple = unshuffle
         c, s = num_feat, unshuffle
         self.lift = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(num_in_ch * s * s, c, 3, 1, 1))
         self.body = nn.Sequential(*(_ResidualBlock(c) for _ in range(num_blocks)))
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
-        self.head = PhysicalHead(c, num_out_ch, s)
+        self.head = PhysicalHead(c, num_out_ch, s, recognise)
 
-    def forward(self, x):
+    @property
+    def recognises(self):
+        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
+        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
+
+    def forward(self, x, presence=None):
         """Restore ``x`` (B x num_in_ch x H x W, H and W multiples of ``size_multiple``); returns ``[image]``."""
         if x.dim() != 4 or x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
             raise ValueError(f'PlainResidualNet: input size {tuple(x.shape)} must be B x C x H x W with H and W '
                              f'multiples of size_multiple={self.size_multiple} (the model class pads)')
-        image, _ = self.head(self.skip(x), self.body(self.lift(x)))
-        return [image]
+        d = self.skip(x)
+        cues = self.head.cues(d)
+        logits = self.head.presence_logits(d, cues)
+        gates = presence if presence is not None or logits is None else (logits > 0).float()
+        image, _ = self.head(d, self.body(self.lift(x)), cues, gates)
+        return [image] if presence is None else ([image], logits)

@@ -5,6 +5,7 @@ import os.path as osp
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
@@ -12,6 +13,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from interir_plugin.archs.interir_arch import presence_targets
 from interir_plugin.models.time_budget import TimeBudgetMixin, check_budget_options
 from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
 from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
@@ -23,7 +25,7 @@ from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, ti
 #: docstring. Any other key raises, so a typo never goes unnoticed.
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
               'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
-              'bf16', 'time_budget')
+              'bf16', 'time_budget', 'presence_weight')
 #: Keys of ``val:`` read by BasicSR (first) and by this model (second).
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
             'tile', 'tile_overlap', 'self_ensemble', 'val_seconds')
@@ -74,6 +76,9 @@ def check_options(opt):
         value = (opt.get(section) or {}).get(key, False)
         if not isinstance(value, bool):
             raise ValueError(f'option {section}.{key} must be true or false, got {value!r}')
+    weight = train.get('presence_weight', 0.5)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f'option train.presence_weight must be a positive number, got {weight!r}')
     if opt.get('train') is not None and not train.get('pixel_opt'):
         raise ValueError('option train.pixel_opt is required (e.g. {type: CharbonnierLoss, eps: 1.0e-6}); '
                          'edge_opt and frequency_opt are added to it')
@@ -117,6 +122,10 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     - ``train.time_budget``: seconds of training the run lasts (validation not counted), null for BasicSR's
       ``total_iter`` steps; the schedule is spread over the seconds and the run ends with ``net_g_latest.pth``
       (:mod:`interir_plugin.models.time_budget`). Default: None.
+    - ``train.presence_weight``: for networks with a degradation recogniser (InterIR's and PlainResidualNet's
+      physical head with ``recognise: true``): the head's presence gates follow the batch's ``label_name``
+      (:func:`~interir_plugin.archs.interir_arch.presence_targets`, teacher forcing) and this weight times the
+      recogniser's binary cross-entropy against them joins the loss (``l_presence``). Default: 0.5.
     - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
     - ``val.val_seconds``: with ``val_freq: 1``, validate every this many seconds of training (and when
       ``time_budget`` is spent), appending to ``metrics/curve_<dataset>.csv``; null for BasicSR's ``val_freq``.
@@ -164,6 +173,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.grad_clip = train_opt.get('grad_clip')
         self.max_nonfinite_steps = train_opt.get('max_nonfinite_steps', 10)
         self.bf16 = train_opt.get('bf16', False)
+        self.presence_weight = float(train_opt.get('presence_weight', 0.5))
         self.nonfinite_steps = 0  # total skipped steps
         self.nonfinite_in_a_row = 0
         self.init_time_budget()
@@ -175,10 +185,30 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
             raise ValueError(f'option train.optim_g.type: {optim_type!r} is not a torch.optim optimizer')
         return cls(params, lr, **kwargs)
 
-    def run_network(self, net, x):
-        """Run ``net`` on ``x`` padded to its size multiple and minimum size; return the stage outputs cropped back."""
+    def feed_data(self, data):
+        super().feed_data(data)
+        self.label_names = data.get('label_name')
+
+    def _presence(self):
+        """``(targets, known)`` of the batch's labels for a network with a recogniser, else None."""
+        if not getattr(self.get_bare_model(self.net_g), 'recognises', False):
+            return None
+        if self.label_names is None:
+            raise ValueError(f'network_g {self.opt["network_g"]["type"]} gates its head by degradation presence, '
+                             'which training learns from the batches\' label_name; this data set gives none '
+                             '(set network_g.recognise: false)')
+        return presence_targets(self.label_names, self.device)
+
+    def run_network(self, net, x, presence=None):
+        """Run ``net`` on ``x`` padded to its size multiple and minimum size; return the stage outputs cropped back
+        (with ``presence`` targets: ``(outputs, presence_logits)``, see InterIR's teacher forcing)."""
         padded, size = pad_for_network(x, self.get_bare_model(net))
-        out = net(padded)
+        if presence is not None:
+            out, logits = net(padded, presence=presence)
+            return self._check_outputs(out, size), logits
+        return self._check_outputs(net(padded), size)
+
+    def _check_outputs(self, out, size):
         outputs = list(out) if isinstance(out, (list, tuple)) else [out]
         if not outputs or not all(torch.is_tensor(o) for o in outputs):
             raise TypeError(f'network_g {self.opt["network_g"]["type"]} must return a tensor or a non-empty list '
@@ -235,10 +265,20 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
+        presence = self._presence()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            outputs = self.run_network(self.net_g, self.lq)
+            if presence is None:
+                outputs = self.run_network(self.net_g, self.lq)
+            else:
+                outputs, logits = self.run_network(self.net_g, self.lq, presence[0])
         self.output = outputs[-1].detach()
         l_total, loss_dict = self.compute_losses(outputs, self.gt)
+        if presence is not None:
+            targets, known = presence
+            bce = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction='none').mean(1)
+            loss_dict['l_presence'] = self.presence_weight * (bce * known).sum() / known.sum().clamp_min(1)
+            l_total = l_total + loss_dict['l_presence']
+            loss_dict['l_total'] = l_total
         step_ok = self._agreed_finite(l_total)
         if step_ok:
             l_total.backward()

@@ -27,6 +27,7 @@ from basicsr.metrics import calculate_psnr
 from basicsr.utils import tensor2img
 
 from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
+from interir_plugin.archs.interir_arch import PRESENCE_PARTS  # the head's presence gates, in order
 from interir_plugin.data.degradations import synthesize
 from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
@@ -302,6 +303,9 @@ def _estimated_maps(aux, size):
     out = {}
     for key, value in (entry[-1] or {}).items():
         a = value[0].detach().float().cpu()
+        if key == 'presence':  # the head's gates: one number per degradation
+            out.update({f'present {part}': float(v) for part, v in zip(PRESENCE_PARTS, a)})
+            continue
         out[key] = float(a.mean()) if a[0].numel() == 1 else a[..., :size[0], :size[1]].numpy().transpose(1, 2, 0)
     return out
 
