@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import add_quick_flag, emit, interleaved, set_threads, spread  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (shims and registration)
+from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: network_g of the two smoke configurations (options/train/*/train_*-S_MiniCDD_smoke.yml).
@@ -60,7 +61,8 @@ def _options(name, val=None, quick=False):
 def _batch(batch, size):
     gen = torch.Generator().manual_seed(0)
     gt = torch.rand(batch, 3, size, size, generator=gen)
-    return {'lq': (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1), 'gt': gt}
+    labels = [CDD11_CATEGORIES[i % len(CDD11_CATEGORIES)] for i in range(batch)]  # InterIR's presence gates learn
+    return {'lq': (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1), 'gt': gt, 'label_name': labels}
 
 
 #: what ``--baseline`` swaps: the methods of these classes of :mod:`interir_plugin.archs.econv`.

@@ -9,7 +9,8 @@ import torch
 
 from conftest import paired_train_options, write_paired_folders, write_yaml
 
-NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1}
+NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1,
+       'recognise': False}  # unlabelled pairs: no presence labels to learn the gates from
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -16,7 +16,8 @@ import torch
 from conftest import paired_train_options, write_paired_folders, write_yaml
 
 #: a tiny InterIR: every part of the algorithm, one stage plus the final step, one expert.
-NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1}
+NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1,
+       'recognise': False}  # unlabelled pairs: no presence labels to learn the gates from
 #: an EMA copy too, so its resume (from ``params_ema``) is checked with the weights.
 EXTRA_TRAIN = {'ema_decay': 0.9}
 #: one thread in every child: the same arithmetic in every run, so equal inputs give bit-equal weights.

@@ -14,7 +14,8 @@ from interir_plugin.models.time_budget import TimeBudgetMixin, TimeBudgetReached
 from interir_plugin.models.unfolding_model import check_options
 from interir_plugin.tools.pipelines import run_basicsr
 
-NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1}
+NET = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 2, 'num_stages': 1, 'num_experts': 1, 'expand': 1,
+       'recognise': False}  # unlabelled pairs: no presence labels to learn the gates from
 
 
 def _budget_options(tmp_path, budget, val_seconds):
