@@ -184,15 +184,17 @@ class PhysicalHead(nn.Module):
         nn.init.constant_(self.globals[-1].bias[2:], 1.4)  # A = sigmoid(1.4) = 0.8, the middle of the airlight range
 
     def cues(self, d):
-        """The cues of ``d`` (float32): ``log L_D`` and ``dc_D`` (each ``B x 1 x h x w``: the log Retinex
-        illumination and the dark channel) and their means and standard deviations (``B x 4``). They depend on ``d``
-        only, so a network computes them once for all its stage outputs."""
+        """What the head uses of ``d`` alone (float32), computed once for all stage outputs: ``log L_D`` and ``dc_D``
+        (each ``B x 1 x h x w``: the log Retinex illumination and the dark channel), their means and standard
+        deviations (``B x 4``), and at full resolution the high-pass ``h_D`` and the white top-hat ``TH_D``."""
         with torch.autocast(d.device.type, enabled=False):
             d, s = d.float(), self.scale
             light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
             log_light, dark = torch.log(light.clamp_min(1e-3)), -F.max_pool2d(-d.amin(1, keepdim=True), s)
             stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
-        return log_light, dark, stats
+            high = d - F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)  # h_D
+            tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
+        return log_light, dark, stats, high, tophat
 
     def presence_logits(self, d, cues):
         """The recogniser's logits (``B x 4``) for ``d`` with its :meth:`cues`; None without a recogniser."""
@@ -201,7 +203,7 @@ class PhysicalHead(nn.Module):
     def forward(self, d, x, cues=None, presence=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
         here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None); also returns the maps."""
-        log_light, dark, cue_stats = self.cues(d) if cues is None else cues
+        log_light, dark, cue_stats, high, tophat = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
             p = torch.ones(d.shape[0], len(PRESENCE_PARTS), device=d.device) if presence is None else presence.float()
@@ -218,8 +220,6 @@ class PhysicalHead(nn.Module):
             log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
                                 for m in (log_inv, weights))
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
-            high = d - F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)  # h_D
-            tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
             streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:] * tophat)
             layer = streak + p_low * weights[:, :1] * high
             image = ((d - airlight) * inv_t + airlight - layer) * inv_gain
