@@ -63,6 +63,8 @@ def parse_args(argv=None):
     ap.add_argument('--clip', type=float, default=1.0, help='gradient-norm clip (0: none)')
     ap.add_argument('--presence-weight', type=float, default=0.5,
                     help="weight of the recogniser's cross-entropy (networks with presence gates)")
+    ap.add_argument('--presence-lr-scale', type=float, default=10.0,
+                    help="the recogniser's learning rate over --lr (networks with presence gates)")
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--split', default='heldout', help='MiniCDD split scored (decisions: heldout)')
     ap.add_argument('--root', default='datasets/MiniCDD')
@@ -103,7 +105,14 @@ def train_set(args):
 def train(net, args):
     """Train ``net`` in place; return ``(iterations, training seconds, mean loss of the last 20)``."""
     loader = torch.utils.data.DataLoader(train_set(args), batch_size=args.batch, shuffle=True, drop_last=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0, betas=(0.9, 0.99))
+    params = net.parameters()
+    if getattr(net, 'recognises', False):  # as UnfoldingRestorationModel: the recogniser's own, larger step
+        own = {id(p) for p in net.head.recogniser.parameters()}
+        params = [{'params': [p for p in net.parameters() if id(p) not in own], 'lr': args.lr},
+                  {'params': list(net.head.recogniser.parameters()), 'lr': args.lr * args.presence_lr_scale}]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0, betas=(0.9, 0.99))
+    for group in opt.param_groups:
+        group['base_lr'] = group['lr']
     loss_fn, it, seconds, losses = LOSSES[args.loss], 0, 0.0, []
     while True:
         for batch in loader:
@@ -112,7 +121,7 @@ def train(net, args):
             scale = f / args.warmup if f < args.warmup else 0.5 * (1 + math.cos(math.pi * (f - args.warmup)
                                                                                  / (1 - args.warmup)))
             for group in opt.param_groups:
-                group['lr'] = max(args.lr * scale, args.lr * 0.01)
+                group['lr'] = max(group['base_lr'] * scale, group['base_lr'] * 0.01)
             if getattr(net, 'recognises', False):  # as UnfoldingRestorationModel: teacher-forced presence gates
                 targets, known = presence_targets(batch['label_name'])
                 outs, logits = net(batch['lq'], presence=targets)

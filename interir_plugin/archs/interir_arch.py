@@ -76,18 +76,20 @@ def presence_targets(label_names, device=None):
 
 
 class DegradationRecogniser(nn.Module):
-    """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 12 image statistics.
+    """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 15 image statistics.
 
     The statistics (float32, full resolution): the mean and standard deviation of the mean-, min- and max-channel
-    maps, the mean saturation ``max - min``, the colour noise (mean ``|h - mean_c h|`` of the
-    high-pass ``h = D - box3(D)``: sensor noise differs between channels, rain, snow and edges mostly do not), and
-    at two scales (5, 9) the luminance's mean high-pass magnitude and its share of bright thin structure
-    (``sigmoid((h - 0.08) / 0.02)``), plus the head's four cue statistics. They are standardised (running
-    statistics, as a batch norm without affine parameters) and fed to a two-layer MLP; the logits are scaled by 5 so
-    that the recogniser, trained by its own loss, is confident within a few hundred steps.
+    maps, the mean saturation ``max - min``, the colour noise (mean ``|h - mean_c h|`` of the high-pass
+    ``h = D - box3(D)``: sensor noise differs between channels, rain, snow and edges mostly do not); at two scales
+    (5, 9) the luminance's mean high-pass magnitude, its share of bright thin structure (``sigmoid((h - 0.08) /
+    0.02)``) and the same share relative to the image's contrast (``h / (std + 0.02)``: haze attenuates streaks);
+    the relative share of its white top-hat (7 x 7); plus the head's four cue statistics. They are standardised
+    (running statistics, as a batch norm without affine parameters) and fed to a two-layer MLP; the logits are
+    scaled by 5. Trained by its own loss on the labels' parts (``UnfoldingRestorationModel``: ``presence_weight``,
+    at ``presence_lr_scale`` times the network's learning rate), it is not trained through the gates.
     """
 
-    num_stats = 16
+    num_stats = 19
 
     def __init__(self, hidden=32, logit_scale=5.0):
         super().__init__()
@@ -97,16 +99,20 @@ class DegradationRecogniser(nn.Module):
 
     @staticmethod
     def statistics(d):
-        """The 12 image statistics of ``d`` (``B x 12``, float32; any number of channels)."""
+        """The 15 image statistics of ``d`` (``B x 15``, float32; any number of channels)."""
         with torch.autocast(d.device.type, enabled=False):
             d = d.float()
             lum, lo, hi = d.mean(1, keepdim=True), d.amin(1, keepdim=True), d.amax(1, keepdim=True)
             high = d - F.avg_pool2d(d, 3, 1, 1, count_include_pad=False)
             feats = [m.mean((2, 3)) for m in (lum, lo, hi)] + [m.std((2, 3)) for m in (lum, lo, hi)]
             feats += [(hi - lo).mean((2, 3)), 10 * (high - high.mean(1, keepdim=True)).abs().mean((1, 2, 3))[:, None]]
+            contrast = lum.std((2, 3), keepdim=True) + 0.02  # haze lowers every contrast, streaks' too
             for k in (5, 9):
                 h = lum - F.avg_pool2d(lum, k, 1, k // 2, count_include_pad=False)
-                feats += [10 * h.abs().mean((2, 3)), 10 * torch.sigmoid((h - 0.08) / 0.02).mean((2, 3))]
+                feats += [10 * h.abs().mean((2, 3)), 10 * torch.sigmoid((h - 0.08) / 0.02).mean((2, 3)),
+                          10 * torch.sigmoid((h / contrast - 1) / 0.2).mean((2, 3))]
+            tophat = lum + F.max_pool2d(F.max_pool2d(-lum, 7, 1, 3), 7, 1, 3)
+            feats.append(10 * torch.sigmoid((tophat / contrast - 1) / 0.2).mean((2, 3)))
             return torch.cat(feats, 1)
 
     def forward(self, d, cue_stats):

@@ -25,7 +25,7 @@ from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, ti
 #: docstring. Any other key raises, so a typo never goes unnoticed.
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
               'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
-              'bf16', 'time_budget', 'presence_weight')
+              'bf16', 'time_budget', 'presence_weight', 'presence_lr_scale')
 #: Keys of ``val:`` read by BasicSR (first) and by this model (second).
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
             'tile', 'tile_overlap', 'self_ensemble', 'val_seconds')
@@ -76,9 +76,10 @@ def check_options(opt):
         value = (opt.get(section) or {}).get(key, False)
         if not isinstance(value, bool):
             raise ValueError(f'option {section}.{key} must be true or false, got {value!r}')
-    weight = train.get('presence_weight', 0.5)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
-        raise ValueError(f'option train.presence_weight must be a positive number, got {weight!r}')
+    for key, default in (('presence_weight', 0.5), ('presence_lr_scale', 10)):
+        value = train.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f'option train.{key} must be a positive number, got {value!r}')
     if opt.get('train') is not None and not train.get('pixel_opt'):
         raise ValueError('option train.pixel_opt is required (e.g. {type: CharbonnierLoss, eps: 1.0e-6}); '
                          'edge_opt and frequency_opt are added to it')
@@ -126,6 +127,9 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
       physical head with ``recognise: true``): the head's presence gates follow the batch's ``label_name``
       (:func:`~interir_plugin.archs.interir_arch.presence_targets`, teacher forcing) and this weight times the
       recogniser's binary cross-entropy against them joins the loss (``l_presence``). Default: 0.5.
+    - ``train.presence_lr_scale``: the recogniser's parameters form their own optimizer group with this many times
+      ``optim_g.lr`` (schedules scale both groups alike): a small classifier of fixed image statistics, it needs a
+      larger step than the network (docs/interir.md). Default: 10.
     - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
     - ``val.val_seconds``: with ``val_freq: 1``, validate every this many seconds of training (and when
       ``time_budget`` is spent), appending to ``metrics/curve_<dataset>.csv``; null for BasicSR's ``val_freq``.
@@ -162,8 +166,10 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
 
     # ----------------------------------------------------------------------------------------------- training
     def init_training_settings(self):
-        super().init_training_settings()  # EMA, pixel loss, optimizer, scheduler
         train_opt = self.opt['train']
+        self.presence_weight = float(train_opt.get('presence_weight', 0.5))
+        self.presence_lr_scale = float(train_opt.get('presence_lr_scale', 10))
+        super().init_training_settings()  # EMA, pixel loss, optimizer (get_optimizer below), scheduler
         self.cri_edge = build_loss(train_opt['edge_opt']).to(self.device) if train_opt.get('edge_opt') else None
         self.cri_freq = (build_loss(train_opt['frequency_opt']).to(self.device)
                          if train_opt.get('frequency_opt') else None)
@@ -173,16 +179,21 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.grad_clip = train_opt.get('grad_clip')
         self.max_nonfinite_steps = train_opt.get('max_nonfinite_steps', 10)
         self.bf16 = train_opt.get('bf16', False)
-        self.presence_weight = float(train_opt.get('presence_weight', 0.5))
         self.nonfinite_steps = 0  # total skipped steps
         self.nonfinite_in_a_row = 0
         self.init_time_budget()
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
-        """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam)."""
+        """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam); a network with a degradation
+        recogniser gets it as a second parameter group at ``lr * train.presence_lr_scale``."""
         cls = getattr(torch.optim, optim_type, None)
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             raise ValueError(f'option train.optim_g.type: {optim_type!r} is not a torch.optim optimizer')
+        bare = self.get_bare_model(self.net_g)
+        if getattr(bare, 'recognises', False):  # the recogniser's own group (train.presence_lr_scale)
+            own = {id(p) for p in bare.head.recogniser.parameters()}
+            params = [{'params': [p for p in params if id(p) not in own]},
+                      {'params': [p for p in params if id(p) in own], 'lr': lr * self.presence_lr_scale}]
         return cls(params, lr, **kwargs)
 
     def feed_data(self, data):
