@@ -5,7 +5,7 @@ import torch
 
 import interir_plugin  # noqa: F401  (registers the losses)
 from conftest import photo_crop
-from interir_plugin.losses.multistage_loss import EdgeLoss, FrequencyLoss
+from interir_plugin.losses.multistage_loss import EdgeLoss, FrequencyLoss, PSNRLoss
 
 TAPS = np.array([0.05, 0.25, 0.4, 0.25, 0.05])
 
@@ -86,6 +86,22 @@ def test_frequency_loss_properties():
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
+def test_psnr_loss_is_minus_the_mean_psnr_per_image():
+    """Against NumPy: minus the mean over images of each image's PSNR (peak 1); the lighter-damaged image counts as
+    much as the heavier one, and the gradient flows."""
+    y = torch.cat([_photo().float(), _photo('coffee').float()])
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
+    pred = (y + noise * torch.tensor([0.01, 0.2]).view(2, 1, 1, 1)).requires_grad_()
+    mse = ((pred.detach().numpy() - y.numpy()) ** 2).reshape(2, -1).mean(1)
+    psnr = -10 * np.log10(mse)
+    assert PSNRLoss()(pred, y).item() == pytest.approx(-psnr.mean(), rel=1e-5)
+    per_image = PSNRLoss(reduction='none', loss_weight=2.0)(pred, y)
+    np.testing.assert_allclose(per_image.detach().numpy(), -2 * psnr, rtol=1e-5)
+    assert PSNRLoss()(y, y).item() == pytest.approx(-80.0)  # 10 log10(eps): finite for a perfect image
+    PSNRLoss()(pred, y).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match='reduction'):
         EdgeLoss(reduction='avg')
@@ -93,6 +109,10 @@ def test_bad_arguments_raise():
         FrequencyLoss(reduction='avg')
     with pytest.raises(ValueError, match='norm'):
         FrequencyLoss(norm='unitary')
+    with pytest.raises(ValueError, match='eps'):
+        PSNRLoss(eps=0)
+    with pytest.raises(ValueError, match='reduction'):
+        PSNRLoss(reduction='avg')
 
 
 def test_registered_and_built_by_basicsr():

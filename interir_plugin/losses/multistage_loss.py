@@ -1,7 +1,8 @@
-"""Auxiliary losses of multi-stage restoration nets: DGUNet's edge loss and an FFT loss.
+"""Losses of multi-stage restoration nets: DGUNet's edge loss, an FFT loss and a per-image PSNR loss.
 
-The pixel term is BasicSR's own ``CharbonnierLoss`` (``pixel_opt``); the per-stage weighting lives in the model
-class (``UnfoldingRestorationModel``), so every loss here compares one prediction with one target.
+The pixel term is BasicSR's ``CharbonnierLoss`` or ``MSELoss``, or :class:`PSNRLoss` (``pixel_opt``); the per-stage
+weighting lives in the model class (``UnfoldingRestorationModel``), so every loss here compares one prediction with
+one target.
 """
 import torch
 from basicsr.losses.basic_loss import charbonnier_loss
@@ -101,3 +102,38 @@ class FrequencyLoss(nn.Module):
         """
         diff = torch.fft.fft2(pred.float() - target.float(), norm=self.norm)  # the FFT is linear
         return self.loss_weight * reduce_loss(torch.view_as_real(diff).abs(), self.reduction)
+
+
+@LOSS_REGISTRY.register()
+class PSNRLoss(nn.Module):
+    """Minus the PSNR of each image (on a peak of 1), averaged: ``10 log10(mean_{C,H,W} (pred - target)^2 + eps)``.
+
+    Each image counts by its own log error, so an image the network must barely change (light rain, PSNR 25 dB)
+    weighs as much as one it must change a lot (low light, 10 dB); with the mean squared error the second would
+    set the gradient almost alone. Measured on MiniCDD's held-out split (docs/interir.md): InterIR-S's CPU recipe
+    gains 0.3 to 0.5 dB and 0.02 SSIM over the mean squared error at equal time. Computed in float32.
+
+    Args:
+        loss_weight (float): Weight of this loss. Default: 1.0.
+        reduction (str): 'none' (one value per image, ``B``) | 'mean' | 'sum'. Default: 'mean'.
+        eps (float): Added to each image's mean squared error (a perfect image gives ``10 log10(eps)``, not
+            minus infinity). Default: 1e-8.
+    """
+
+    def __init__(self, loss_weight=1.0, reduction='mean', eps=1e-8):
+        super().__init__()
+        _check_reduction('PSNRLoss', reduction)
+        if not eps > 0:
+            raise ValueError(f'PSNRLoss: eps must be positive, got {eps!r}')
+        self.loss_weight = loss_weight
+        self.reduction = reduction
+        self.eps = eps
+
+    def forward(self, pred, target):
+        """
+        Args:
+            pred (Tensor): ``B x C x H x W`` prediction.
+            target (Tensor): ``B x C x H x W`` target.
+        """
+        mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+        return self.loss_weight * reduce_loss(10 * torch.log10(mse + self.eps), self.reduction)
