@@ -92,8 +92,8 @@ def test_psnr_loss_is_minus_the_mean_psnr_per_image():
     y = torch.cat([_photo().float(), _photo('coffee').float()])
     noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
     pred = (y + noise * torch.tensor([0.01, 0.2]).view(2, 1, 1, 1)).requires_grad_()
-    mse = ((pred.detach().numpy() - y.numpy()) ** 2).reshape(2, -1).mean(1)
-    psnr = -10 * np.log10(mse)
+    mse = ((pred.detach().double().numpy() - y.double().numpy()) ** 2).reshape(2, -1).mean(1)
+    psnr = -10 * np.log10(mse + 1e-8)  # with the loss's eps
     assert PSNRLoss()(pred, y).item() == pytest.approx(-psnr.mean(), rel=1e-5)
     per_image = PSNRLoss(reduction='none', loss_weight=2.0)(pred, y)
     np.testing.assert_allclose(per_image.detach().numpy(), -2 * psnr, rtol=1e-5)
