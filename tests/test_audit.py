@@ -183,6 +183,24 @@ class _Routed(nn.Module):
         return [x, x + self.conv(x)]
 
 
+def test_presence_accuracy_known_answers():
+    """Decisions equal to the true components give accuracy 1 and all four right; every decision flipped gives 0;
+    images of unknown degradations are left out; no decisions at all give None with a note."""
+    samples = [A.Sample(f'{i}', label, None, None, None) for i, label in enumerate(('low_haze', 'rain', 'snow'))]
+    for sample, label in zip(samples, ('low_haze', 'rain', 'snow')):
+        sample.degradations = {A.CATEGORY_PARTS[p] for p in label.split('_')}
+    truth = [[c in s.components for c in A.COMPONENTS] for s in samples]
+    right = A._presence_summary([{'presence': t} for t in truth], samples, [])
+    assert right['presence_accuracy'] == {c: 1.0 for c in A.COMPONENTS} and right['presence_exact'] == 1.0
+    wrong = A._presence_summary([{'presence': [not v for v in t]} for t in truth], samples, [])
+    assert wrong['presence_accuracy'] == {c: 0.0 for c in A.COMPONENTS} and wrong['presence_exact'] == 0.0
+    unknown = A.Sample('u', 'x', None, None, None)  # degradations unknown: not counted
+    assert A._presence_summary([{'presence': truth[0]}, {'presence': [False] * 4}], [samples[0], unknown],
+                               [])['presence_exact'] == 1.0
+    notes = []
+    assert A._presence_summary([{}], samples[:1], notes)['presence_accuracy'] is None and notes
+
+
 def test_network_that_ignores_its_routing_has_no_intervention_drop():
     samples = _samples()
     quiet = A.audit_network(_Routed(True), samples, 'synthesised', log=lambda *_: None)
@@ -261,6 +279,8 @@ def test_audit_command_on_a_tiny_interir(tmp_path, capsys):
     assert isinstance(result['intervention_psnr_drop'], float) and result['intervention_images'] == 6
     assert 0 <= result['routing_accuracy_input'] <= 1 and 0 <= result['active_set_auc_input']['rain'] <= 1
     assert result['weights'].endswith('tiny.pth') and result['routing_groups'] == 2
+    assert set(result['presence_accuracy']) == set(A.COMPONENTS)  # the tiny InterIR recognises (untrained)
+    assert all(0 <= v <= 1 for v in result['presence_accuracy'].values()) and 0 <= result['presence_exact'] <= 1
     markdown = (out / 'audit.md').read_text()
     assert '| routing accuracy / chance |' in markdown and '## Active set' in markdown
     figure = cv2.imread(str(out / 'audit.png'))

@@ -54,6 +54,9 @@ Metrics (``audit.json`` keys; every mean is over images unless said otherwise):
   synthesiser's maps: ``gain`` on images with low light, ``transmission`` and ``airlight`` on images with haze,
   ``layer`` on images with low light (its sensor noise), rain or snow; ``map_error_per_stage`` per entry.
   Absent keys are skipped.
+- ``presence_accuracy``: when the network recognises its degradations (``aux['presence_logits']``, InterIR's
+  presence gates), the accuracy of its decisions (logit > 0) per component (low, haze, rain, snow) against the
+  synthesiser's or the label's, and ``presence_exact``: the share of images with all four right.
 
 Keys that do not apply (DGUNet has no ``aux`` and no EConv; a labelled set has no maps) are ``null`` and
 ``notes`` says why, so every network sits in one table. :data:`TARGETS` are the acceptance targets of issue 14
@@ -68,6 +71,7 @@ import numpy as np
 import torch
 
 from interir_plugin.archs.econv import EConv
+from interir_plugin.archs.interir_arch import PRESENCE_PARTS
 from interir_plugin.data.degradations import CATEGORY_PARTS, CDD11_CATEGORIES, category_spec, synthesize
 from interir_plugin.data.sources import Source, decode_depth, expand_cdd11, list_folder, load_protocol
 from interir_plugin.tools.explain import psnr, round_floats, run_network
@@ -78,7 +82,7 @@ from interir_plugin.utils.padding import crop_to, pad_for_network
 from interir_plugin.utils.tables import markdown_table
 
 #: Components whose presence the routing AUCs and the active-set metrics test (CDD-11 category parts).
-COMPONENTS = ('low', 'haze', 'rain', 'snow')
+COMPONENTS = PRESENCE_PARTS  # the same four parts InterIR's presence gates know
 #: A feature-grid block is a rain (snow) pixel where the block mean of the synthesiser's rain layer (snow mask) is
 #: at least this: on average the block gains 5 % of full scale (about 13 8-bit levels) from streaks, or 5 % of its
 #: light comes from flakes. Fixed before any run.
@@ -525,6 +529,8 @@ def measure(net, sample, probe, device):
                 record['active_set'] = _active_set(sample, deltas, scale, rows, cols)
                 record['delta'] = np.mean(deltas, 0)
                 record['scale'] = scale
+    if aux.get('presence_logits') is not None:
+        record['presence'] = [bool(v) for v in (aux['presence_logits'][0] > 0).cpu()]
     if aux.get('maps') and sample.maps is not None:
         errors = _map_errors(sample, aux['maps'], x.shape[-2:])
         if errors:
@@ -627,6 +633,19 @@ def _map_error_summary(records, notes):
     return {'map_error': {k: v[-1] for k, v in per_stage.items()}, 'map_error_per_stage': per_stage}
 
 
+def _presence_summary(records, samples, notes):
+    """Accuracy of the network's presence decisions per component, and the share of images with all four right."""
+    pairs = [(r['presence'], s.components) for r, s in zip(records, samples)
+             if 'presence' in r and s.components is not None]
+    if not pairs:
+        notes.append('presence_accuracy: the network recognises no degradations (no aux["presence_logits"]) or the '
+                     'images have no known degradations')
+        return {'presence_accuracy': None, 'presence_exact': None}
+    right = np.array([[said == (c in truth) for said, c in zip(decided, COMPONENTS)] for decided, truth in pairs])
+    return {'presence_accuracy': dict(zip(COMPONENTS, right.mean(0).tolist())),
+            'presence_exact': float(right.all(1).mean())}
+
+
 def _intervention_summary(net, samples, records, probe, centroids, device, log, notes):
     """Per image: PSNR under its own label's held-out centroid routing minus the mean under the other labels'."""
     if centroids is None:
@@ -701,6 +720,7 @@ def audit_network(net, samples, kind, device='cpu', log=print):
             result['routing_accuracy_over_chance'] = result['routing_accuracy'] / result['routing_chance']
         result.update(_active_set_summary(records, kind, notes))
         result.update(_map_error_summary(records, notes))
+        result.update(_presence_summary(records, samples, notes))
         result.update(_intervention_summary(net, samples, records, probe, centroids, device, log, notes))
     result['notes'] = notes
     result['per_image'] = [{k: v for k, v in r.items() if k not in ('routing', 'delta', 'input_stats')}
@@ -750,6 +770,10 @@ def headline(result):
         lines.append(f'intervention PSNR drop {result["intervention_psnr_drop"]:+.3f} dB')
     if result.get('map_error'):
         lines.append('map error (MAE) ' + ', '.join(f'{k} {_fmt(v)}' for k, v in result['map_error'].items()))
+    if result.get('presence_accuracy'):
+        lines.append('presence recognised ' + ', '.join(f'{k} {_fmt(v, 2)}' for k, v in
+                                                        result['presence_accuracy'].items())
+                     + f' (all four right in {100 * result["presence_exact"]:.0f}% of images)')
     return '\n'.join(lines)
 
 
