@@ -14,13 +14,19 @@ from torch.nn import functional as F
 _REDUCTIONS = ('none', 'mean', 'sum')
 
 
-def _check_reduction(cls_name, reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f'{cls_name}: unsupported reduction {reduction!r}; choose one of {_REDUCTIONS}')
+class _WeightedLoss(nn.Module):
+    """What every loss here shares: ``loss_weight`` and a checked ``reduction``."""
+
+    def __init__(self, loss_weight, reduction):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f'{type(self).__name__}: unsupported reduction {reduction!r}; choose one of {_REDUCTIONS}')
+        self.loss_weight = loss_weight
+        self.reduction = reduction
 
 
 @LOSS_REGISTRY.register()
-class EdgeLoss(nn.Module):
+class EdgeLoss(_WeightedLoss):
     """Charbonnier loss on one Laplacian-pyramid level (the edge loss of DGUNet and MPRNet).
 
     The level is ``x - G(up(down(G(x))))``: ``G`` is the separable 5-tap binomial-like Gaussian
@@ -37,10 +43,7 @@ class EdgeLoss(nn.Module):
     """
 
     def __init__(self, loss_weight=1.0, reduction='mean', eps=1e-3):
-        super().__init__()
-        _check_reduction('EdgeLoss', reduction)
-        self.loss_weight = loss_weight
-        self.reduction = reduction
+        super().__init__(loss_weight, reduction)
         self.eps = eps
         taps = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
         self.register_buffer('kernel', torch.outer(taps, taps)[None, None], persistent=False)
@@ -70,7 +73,7 @@ class EdgeLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class FrequencyLoss(nn.Module):
+class FrequencyLoss(_WeightedLoss):
     """L1 distance between the 2-D FFTs of prediction and target, on the real and imaginary parts.
 
     Computed in float32 (FFTs in bf16/fp16 are unsupported or inaccurate) over the full ``torch.fft.fft2``
@@ -86,12 +89,9 @@ class FrequencyLoss(nn.Module):
     """
 
     def __init__(self, loss_weight=1.0, reduction='mean', norm='backward'):
-        super().__init__()
-        _check_reduction('FrequencyLoss', reduction)
+        super().__init__(loss_weight, reduction)
         if norm not in ('backward', 'ortho', 'forward'):
             raise ValueError(f"FrequencyLoss: unsupported norm {norm!r}; choose 'backward', 'ortho' or 'forward'")
-        self.loss_weight = loss_weight
-        self.reduction = reduction
         self.norm = norm
 
     def forward(self, pred, target):
@@ -105,7 +105,7 @@ class FrequencyLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class PSNRLoss(nn.Module):
+class PSNRLoss(_WeightedLoss):
     """Minus the PSNR of each image (on a peak of 1), averaged: ``10 log10(mean_{C,H,W} (pred - target)^2 + eps)``.
 
     Each image counts by its own log error, so an image the network must barely change (light rain, PSNR 25 dB)
@@ -121,19 +121,12 @@ class PSNRLoss(nn.Module):
     """
 
     def __init__(self, loss_weight=1.0, reduction='mean', eps=1e-8):
-        super().__init__()
-        _check_reduction('PSNRLoss', reduction)
+        super().__init__(loss_weight, reduction)
         if not eps > 0:
             raise ValueError(f'PSNRLoss: eps must be positive, got {eps!r}')
-        self.loss_weight = loss_weight
-        self.reduction = reduction
         self.eps = eps
 
     def forward(self, pred, target):
-        """
-        Args:
-            pred (Tensor): ``B x C x H x W`` prediction.
-            target (Tensor): ``B x C x H x W`` target.
-        """
+        """Minus the PSNR of ``pred`` against ``target`` (both ``B x C x H x W``), reduced over the batch."""
         mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
         return self.loss_weight * reduce_loss(10 * torch.log10(mse + self.eps), self.reduction)
