@@ -299,6 +299,32 @@ def test_training_lowers_the_loss_and_updates_ema(tiny_net, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(ema_before, _params(model.net_g_ema)))
 
 
+def test_presence_gates_are_teacher_forced_and_the_recogniser_learns_in_its_own_group(tmp_path):
+    """A tiny InterIR with presence gates: training steps take the gates from the labels (l_presence in the log),
+    the recogniser's parameters form a second optimizer group at presence_lr_scale x the rate and change; a batch
+    without labels is refused with a message naming the fix."""
+    opt = _opt(tmp_path, train={'presence_weight': 0.5, 'presence_lr_scale': 10, 'edge_opt': None,
+                                'frequency_opt': None})
+    opt['network_g'] = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 4, 'num_stages': 1, 'num_experts': 1,
+                        'expand': 1}
+    model = build_model(opt)
+    groups = model.optimizer_g.param_groups
+    own = {id(p) for p in model.net_g.head.recogniser.parameters()}
+    assert len(groups) == 2 and groups[1]['lr'] == pytest.approx(10 * groups[0]['lr'])
+    assert {id(p) for p in groups[1]['params']} == own and not own & {id(p) for p in groups[0]['params']}
+    before = _params(model.net_g.head.recogniser)
+    data = {**_batch(), 'label_name': ['low_haze', 'rain']}
+    for it in (1, 2):
+        model.feed_data(data)
+        model.optimize_parameters(it)
+    log = model.get_current_log()
+    assert log['l_presence'] > 0 and log['l_total'] == pytest.approx(log['l_pix'] + log['l_presence'], rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(model.net_g.head.recogniser)))
+    model.feed_data(_batch())  # no label_name
+    with pytest.raises(ValueError, match='recognise: false'):
+        model.optimize_parameters(3)
+
+
 def test_stage_weights_length_must_match_outputs(tiny_net, tmp_path):
     model = build_model(_opt(tmp_path, train={'stage_weights': [1.0, 1.0, 1.0]}))
     model.feed_data(_batch())
