@@ -22,11 +22,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import emit  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (BasicSR shims and registration: before basicsr)
-from interir_plugin.archs.interir_arch import presence_targets  # noqa: E402
+from interir_plugin.archs.interir_arch import presence_loss, presence_targets  # noqa: E402
 from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset  # noqa: E402
 from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
@@ -105,11 +104,9 @@ def train_set(args):
 def train(net, args):
     """Train ``net`` in place; return ``(iterations, training seconds, mean loss of the last 20)``."""
     loader = torch.utils.data.DataLoader(train_set(args), batch_size=args.batch, shuffle=True, drop_last=True)
-    params = net.parameters()
-    if getattr(net, 'recognises', False):  # as UnfoldingRestorationModel: the recogniser's own, larger step
-        own = {id(p) for p in net.head.recogniser.parameters()}
-        params = [{'params': [p for p in net.parameters() if id(p) not in own], 'lr': args.lr},
-                  {'params': list(net.head.recogniser.parameters()), 'lr': args.lr * args.presence_lr_scale}]
+    recognises = getattr(net, 'recognises', False)  # as UnfoldingRestorationModel: gates and the recogniser's step
+    params = (net.presence_param_groups(net.parameters(), args.lr, args.presence_lr_scale) if recognises
+              else net.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0, betas=(0.9, 0.99))
     for group in opt.param_groups:
         group['base_lr'] = group['lr']
@@ -122,18 +119,17 @@ def train(net, args):
                                                                                  / (1 - args.warmup)))
             for group in opt.param_groups:
                 group['lr'] = max(group['base_lr'] * scale, group['base_lr'] * 0.01)
-            if getattr(net, 'recognises', False):  # as UnfoldingRestorationModel: teacher-forced presence gates
+            if recognises:  # teacher-forced presence gates
                 targets, known = presence_targets(batch['label_name'])
                 outs, logits = net(batch['lq'], presence=targets)
-                bce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none').mean(1)
-                presence_loss = args.presence_weight * (bce * known).sum() / known.sum().clamp_min(1)
+                gate_loss = args.presence_weight * presence_loss(logits, targets, known)
             else:
-                outs, presence_loss = net(batch['lq']), 0
+                outs, gate_loss = net(batch['lq']), 0
             n = len(outs)
             weights = {'equal': [1.0] * n, 'final': [0.0] * (n - 1) + [1.0],
                        'ramp': [(k + 1) / n for k in range(n)],
                        'geometric': [args.stage_ratio ** (n - 1 - k) for k in range(n)]}[args.stage_weights]
-            loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w) + presence_loss
+            loss = sum(w * loss_fn(o, batch['gt']) for w, o in zip(weights, outs) if w) + gate_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip:

@@ -75,6 +75,13 @@ def presence_targets(label_names, device=None):
     return torch.tensor(rows, device=device), torch.tensor(known, device=device)
 
 
+def presence_loss(logits, targets, known):
+    """The recogniser's loss: binary cross-entropy of ``logits`` against ``targets`` (both ``B x 4``), averaged over
+    the images whose label is ``known`` (``B``; :func:`presence_targets`); 0 when none is."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction='none').mean(1)
+    return (bce * known).sum() / known.sum().clamp_min(1)
+
+
 class DegradationRecogniser(nn.Module):
     """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 15 image statistics.
 
@@ -202,9 +209,15 @@ class PhysicalHead(nn.Module):
             tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
         return log_light, dark, stats, high, tophat
 
-    def presence_logits(self, d, cues):
-        """The recogniser's logits (``B x 4``) for ``d`` with its :meth:`cues`; None without a recogniser."""
-        return None if self.recogniser is None else self.recogniser(d, cues[2])
+    def prepare(self, d, presence=None):
+        """What every stage output shares: ``(cues, logits, gates)`` of ``d``: its :meth:`cues`, the recogniser's
+        logits (``B x 4``; None without a recogniser) and the gates the head uses: ``presence`` when given (teacher
+        forcing), else the recogniser's decision ``logits > 0``, else None (every map on)."""
+        cues = self.cues(d)
+        logits = None if self.recogniser is None else self.recogniser(d, cues[2])
+        if presence is None and logits is not None:
+            presence = (logits > 0).float()
+        return cues, logits, presence
 
     def forward(self, d, x, cues=None, presence=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
@@ -311,8 +324,27 @@ class Stage(nn.Module):
         return x, lam, p, q, delta, eta
 
 
+class PresenceGated:
+    """For networks whose :class:`PhysicalHead` is ``self.head``: whether it gates by presence, and the optimizer
+    groups that give its recogniser a larger learning rate (``UnfoldingRestorationModel``, ``bench_recipe.py``)."""
+
+    @property
+    def recognises(self):
+        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
+        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
+
+    def presence_param_groups(self, params, lr, lr_scale):
+        """``params`` as two optimizer groups, the recogniser's at ``lr * lr_scale`` (one group when it has none)."""
+        params = list(params)
+        if not self.recognises:
+            return [{'params': params, 'lr': lr}]
+        own = {id(p) for p in self.head.recogniser.parameters()}
+        return [{'params': [p for p in params if id(p) not in own], 'lr': lr},
+                {'params': [p for p in params if id(p) in own], 'lr': lr * lr_scale}]
+
+
 @ARCH_REGISTRY.register()
-class InterIR(nn.Module):
+class InterIR(PresenceGated, nn.Module):
     r"""InterIR: physically interpretable multi-degradation restoration by deep unfolding and explainable convolution.
 
     Reconstruction from the paper's description (Gao, Lei, Xu, Dang, Ma, "Physically Interpretable
@@ -419,11 +451,6 @@ class InterIR(nn.Module):
             self.tail = nn.Sequential(nn.Conv2d(c, num_out_ch * s * s, 3, 1, 1), nn.PixelShuffle(s))
             _icnr_(self.tail[0], s)
 
-    @property
-    def recognises(self):
-        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
-        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
-
     def forward(self, x, return_aux=False, presence=None):
         """Restore ``x`` (B x num_in_ch x H x W, H and W multiples of ``size_multiple``); see the class doc."""
         if x.dim() != 4 or x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
@@ -449,11 +476,8 @@ class InterIR(nn.Module):
         z = self.lift(d)  # z = Conv3x3(PixelUnshuffle_s(D))
         aux = {k: [] for k in ('alpha', 'gamma', 'eta', 'delta', 'P', 'Q', 'residual', 'maps')}
         aux['presence_logits'] = None
-        if self.head_type == 'physical':
-            cues = self.head.cues(skip)  # of D: one for every output
-            aux['presence_logits'] = self.head.presence_logits(skip, cues)
-            if presence is None and aux['presence_logits'] is not None:
-                presence = (aux['presence_logits'] > 0).float()  # the recogniser's decision
+        if self.head_type == 'physical':  # cues of D and the gates: one for every output
+            cues, aux['presence_logits'], presence = self.head.prepare(skip, presence)
         x, lam = z, self.lam_init(z) + z  # x_0 = z, lambda_0 = Conv1x1(z) + z
         p, q = _factor(_mm(z, _t(z))), _factor(_mm(_t(z), z))  # P_0 = rownorm(z z^T), Q_0 = rownorm(z^T z)
         outputs = []

@@ -7,7 +7,7 @@ InterIR-S gains over it at equal training time is what the unfolding buys.
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from interir_plugin.archs.interir_arch import PhysicalHead
+from interir_plugin.archs.interir_arch import PhysicalHead, PresenceGated
 
 
 class _ResidualBlock(nn.Module):
@@ -17,17 +17,12 @@ class _ResidualBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.GELU(), nn.Conv2d(ch, ch, 3, 1, 1))
 
-    @property
-    def recognises(self):
-        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
-        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
-
-    def forward(self, x, presence=None):
+    def forward(self, x):
         return x + self.body(x)
 
 
 @ARCH_REGISTRY.register()
-class PlainResidualNet(nn.Module):
+class PlainResidualNet(PresenceGated, nn.Module):
     """A plain stack of residual conv blocks between InterIR's lifting and InterIR's physical output head::
 
         lifting     z = Conv3x3(PixelUnshuffle_s(D))
@@ -69,19 +64,12 @@ class PlainResidualNet(nn.Module):
         self.skip = nn.Identity() if num_in_ch == num_out_ch else nn.Conv2d(num_in_ch, num_out_ch, 1)
         self.head = PhysicalHead(c, num_out_ch, s, recognise)
 
-    @property
-    def recognises(self):
-        """Whether the head gates its maps by degradation presence (``forward(x, presence=...)`` is accepted)."""
-        return isinstance(getattr(self, 'head', None), PhysicalHead) and self.head.recogniser is not None
-
     def forward(self, x, presence=None):
         """Restore ``x`` (B x num_in_ch x H x W, H and W multiples of ``size_multiple``); returns ``[image]``."""
         if x.dim() != 4 or x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
             raise ValueError(f'PlainResidualNet: input size {tuple(x.shape)} must be B x C x H x W with H and W '
                              f'multiples of size_multiple={self.size_multiple} (the model class pads)')
         d = self.skip(x)
-        cues = self.head.cues(d)
-        logits = self.head.presence_logits(d, cues)
-        gates = presence if presence is not None or logits is None else (logits > 0).float()
+        cues, logits, gates = self.head.prepare(d, presence)
         image, _ = self.head(d, self.body(self.lift(x)), cues, gates)
         return [image] if presence is None else ([image], logits)

@@ -5,7 +5,6 @@ import os.path as osp
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
@@ -13,7 +12,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from interir_plugin.archs.interir_arch import presence_targets
+from interir_plugin.archs.interir_arch import presence_loss, presence_targets
 from interir_plugin.models.time_budget import TimeBudgetMixin, check_budget_options
 from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
 from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
@@ -191,9 +190,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
             raise ValueError(f'option train.optim_g.type: {optim_type!r} is not a torch.optim optimizer')
         bare = self.get_bare_model(self.net_g)
         if getattr(bare, 'recognises', False):  # the recogniser's own group (train.presence_lr_scale)
-            own = {id(p) for p in bare.head.recogniser.parameters()}
-            params = [{'params': [p for p in params if id(p) not in own]},
-                      {'params': [p for p in params if id(p) in own], 'lr': lr * self.presence_lr_scale}]
+            params = bare.presence_param_groups(params, lr, self.presence_lr_scale)
         return cls(params, lr, **kwargs)
 
     def feed_data(self, data):
@@ -285,9 +282,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.output = outputs[-1].detach()
         l_total, loss_dict = self.compute_losses(outputs, self.gt)
         if presence is not None:
-            targets, known = presence
-            bce = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction='none').mean(1)
-            loss_dict['l_presence'] = self.presence_weight * (bce * known).sum() / known.sum().clamp_min(1)
+            loss_dict['l_presence'] = self.presence_weight * presence_loss(logits, *presence)
             l_total = l_total + loss_dict['l_presence']
             loss_dict['l_total'] = l_total
         step_ok = self._agreed_finite(l_total)
