@@ -26,7 +26,8 @@ def _randomise_head(net, std=0.05):
     """Give the physical head's zero-initialised last layers random weights (at initialisation the head is the
     identity, every output equals the input and no gradient reaches the trunk)."""
     with torch.no_grad():
-        for layer in (net.head.maps[-1], net.head.layer[0], net.head.globals[-1], net.head.detail):
+        for layer in (net.head.maps[-1], net.head.layer[0], net.head.globals[-1], net.head.detail,
+                      net.head.detail_full[-1]):
             layer.weight.normal_(0, std)
     return net
 

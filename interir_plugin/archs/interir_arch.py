@@ -153,9 +153,10 @@ class PhysicalHead(nn.Module):
       so ``R_streak = relu(PixelShuffle_s(Conv3x3(x))) + w_s TH_D >= 0`` with ``TH_D = D - opening_7(D)`` the
       white top-hat of ``D`` (its bright structures narrower than 7 pixels; opening = a 7 x 7 min then max
       filter); sensor noise has no local mean, so ``R_noise = w_n h_D`` with ``h_D = D - box5(D)``. ``w_s, w_n``
-      in (0, 1) are maps estimated from ``x`` (sigmoid, bilinearly upsampled). Working on ``D``'s own detail
-      gives the head the full-resolution structure that ``x`` (``s^2 C_in`` values per cell lifted to ``C``)
-      cannot carry.
+      in (0, 1) are ``sigmoid(up(Conv3x3(x)) + F([D, TH_D, h_D]))``: logits estimated from ``x`` (bilinearly
+      upsampled) plus a full-resolution correction ``F`` (two 3x3 layers, 8 channels) that sees whether a bright
+      thin structure is a streak, a flake or the photo's own texture. Working on ``D``'s own detail gives the head
+      the full-resolution structure that ``x`` (``s^2 C_in`` values per cell lifted to ``C``) cannot carry.
 
     **Presence gates.** ``p`` (``B x 4``, :data:`PRESENCE_PARTS`: low, haze, rain, snow) switches each map on or
     off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
@@ -168,8 +169,8 @@ class PhysicalHead(nn.Module):
 
     ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled. They are not held to the
     physical ``G, t <= 1``, so ``G`` and ``t`` are effective maps. The gain, transmission and streak convolutions
-    start at zero (the streak one at 1e-3 noise, so the relu passes gradient), ``w_s, w_n`` at sigmoid(-3):
-    at initialisation the head is the identity but for a small high-pass term.
+    start at zero (the streak one at 1e-3 noise, so the relu passes gradient), ``w_s, w_n`` at sigmoid(-3)
+    (``F``'s last layer at zero): at initialisation the head is the identity but for a small high-pass term.
 
     Args:
         ch (int): Feature channels C.
@@ -186,10 +187,12 @@ class PhysicalHead(nn.Module):
         self.maps = nn.Sequential(BatchGroupedConv2d(ch + 2, ch, 3, 1, 1), nn.GELU(),
                                   BatchGroupedConv2d(ch, 2, 3, 1, 1))  # conv_g, conv_tau
         self.layer = nn.Sequential(BatchGroupedConv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
-        self.detail = BatchGroupedConv2d(ch, 2, 3, 1, 1)  # w_n, w_s logits
+        self.detail = BatchGroupedConv2d(ch, 2, 3, 1, 1)  # w_n, w_s logits from x
+        self.detail_full = nn.Sequential(BatchGroupedConv2d(3 * out_ch, 8, 3, 1, 1), nn.GELU(),
+                                         BatchGroupedConv2d(8, 2, 3, 1, 1))  # their correction from D, TH_D, h_D
         self.globals = nn.Sequential(nn.Linear(ch + 4, ch), nn.GELU(), nn.Linear(ch, 2 + out_ch))  # k, k', A logits
         self.recogniser = DegradationRecogniser() if recognise else None
-        for layer in (self.maps[-1], self.layer[0], self.globals[-1], self.detail):
+        for layer in (self.maps[-1], self.layer[0], self.globals[-1], self.detail, self.detail_full[-1]):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         nn.init.normal_(self.layer[0].weight, std=1e-3)
@@ -235,9 +238,9 @@ class PhysicalHead(nn.Module):
             prior = torch.cat([k_gain[..., None, None] * -log_light, k_t[..., None, None] * prior_t], 1)
             log_inv = 3 * torch.tanh((prior + self.maps(torch.cat([x, log_light, dark], 1))) / 3)
             log_inv = log_inv * p[:, :2, None, None]  # g by low light, tau by haze
-            weights = torch.sigmoid(self.detail(x))  # w_n, w_s
             log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
-                                for m in (log_inv, weights))
+                                for m in (log_inv, self.detail(x)))
+            weights = torch.sigmoid(weights + self.detail_full(torch.cat([d, tophat, high], 1)))  # w_n, w_s
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
             streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:] * tophat)
             layer = streak + p_low * weights[:, :1] * high
