@@ -170,6 +170,23 @@ def test_physical_head_inverts_the_composite():
     torch.testing.assert_close(image, j + r / g, rtol=1e-4, atol=1e-4)
 
 
+def test_transmission_never_below_the_dark_channel_bound():
+    """However strong the haze the head estimates, ``t >= 1 - dc_D / A``: the dehazed ``J G + R = (D - A) / t + A``
+    is never negative (a clean photo read as hazy loses contrast, not sign)."""
+    net = InterIR(**TINY).eval()
+    head = net.head
+    d = _photo_batch(2, 32, 32)
+    with torch.no_grad():
+        head.maps[-1].bias.fill_(50.0)  # tau at its 3 tanh bound everywhere: t = exp(-3) unless held up
+        head.detail.bias.fill_(-40.0)  # no high-pass terms
+        presence = torch.tensor([[0.0, 1.0, 0.0, 0.0]] * 2)  # haze only: G = 1, R = 0
+        image, maps = head(d, torch.zeros(2, TINY['num_feat'], 8, 8), presence=presence)
+    bound = (1 - (d / maps['airlight']).amin(1, keepdim=True)).clamp_min(0.05)
+    assert image.min() > -1e-5 and (maps['transmission'] >= bound - 1e-5).all()
+    unbounded = (d - maps['airlight']) * math.exp(3) + maps['airlight']  # what t = exp(-3) would have given
+    assert unbounded.min() < -1
+
+
 def test_tail_starts_without_subpixel_grid():
     """ICNR: at initialisation every s x s block of the residual head's tail is constant (no s-periodic grid)."""
     net = InterIR(head='residual', recognise=False, **TINY)
