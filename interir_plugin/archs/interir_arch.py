@@ -205,7 +205,8 @@ class PhysicalHead(nn.Module):
     def cues(self, d):
         """What the head uses of ``d`` alone (float32), computed once for all stage outputs: ``log L_D`` and ``dc_D``
         (each ``B x 1 x h x w``: the log Retinex illumination and the dark channel), their means and standard
-        deviations (``B x 4``), and at full resolution the high-pass ``h_D`` and the white top-hat ``TH_D``."""
+        deviations (``B x 4``), and at full resolution the high-pass ``h_D``, the white top-hat ``TH_D`` and the
+        correction ``F([D, TH_D, h_D])`` of the logits of ``w_n, w_s`` (``B x 2 x H x W``)."""
         with torch.autocast(d.device.type, enabled=False):
             d, s = d.float(), self.scale
             light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
@@ -213,7 +214,8 @@ class PhysicalHead(nn.Module):
             stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
             high = d - F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)  # h_D
             tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
-        return log_light, dark, stats, high, tophat
+            detail_full = self.detail_full(torch.cat([d, tophat, high], 1))
+        return log_light, dark, stats, high, tophat, detail_full
 
     def prepare(self, d, presence=None):
         """What every stage output shares: ``(cues, logits, gates)`` of ``d``: its :meth:`cues`, the recogniser's
@@ -228,7 +230,7 @@ class PhysicalHead(nn.Module):
     def forward(self, d, x, cues=None, presence=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
         here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None); also returns the maps."""
-        log_light, dark, cue_stats, high, tophat = self.cues(d) if cues is None else cues
+        log_light, dark, cue_stats, high, tophat, detail_full = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
             p = torch.ones(d.shape[0], len(PRESENCE_PARTS), device=d.device) if presence is None else presence.float()
@@ -245,7 +247,7 @@ class PhysicalHead(nn.Module):
             log_inv = log_inv * p[:, :2, None, None]  # g by low light, tau by haze
             log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
                                 for m in (log_inv, self.detail(x)))
-            weights = torch.sigmoid(weights + self.detail_full(torch.cat([d, tophat, high], 1)))  # w_n, w_s
+            weights = torch.sigmoid(weights + detail_full)  # w_n, w_s
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
             # the same bound at every pixel (the upsampled t can cross a neighbouring cell's): J G + R >= 0
             inv_t = torch.minimum(inv_t, 1 / (1 - (d / airlight).amin(1, keepdim=True)).clamp_min(0.05))
