@@ -166,13 +166,15 @@ class PhysicalHead(nn.Module):
     - additive layer ``R = R_streak + R_noise`` at full resolution: rain and snow add bright streaks and flakes,
       so ``R_streak = relu(PixelShuffle_s(Conv3x3(x))) + w_s TH_D >= 0`` with ``TH_D = D - opening_7(D)`` the
       white top-hat of ``D`` (its bright structures narrower than 7 pixels; opening = a 7 x 7 min then max
-      filter); sensor noise has no local mean, so ``R_noise = w_n h_D`` with ``h_D = D - box5(D)``. Both are
-      measured on ``D``, where haze has scaled the layer by ``t``, so the head subtracts them divided by ``t``
-      (held-out SSIM of low_haze 0.41-0.43 -> 0.51-0.52 with the division). ``w_s, w_n``
-      in (0, 1) are ``sigmoid(up(Conv3x3(x)) + F([D, TH_D, h_D]))``: logits estimated from ``x`` (bilinearly
-      upsampled) plus a full-resolution correction ``F`` (two 3x3 layers, 8 channels) that sees whether a bright
-      thin structure is a streak, a flake or the photo's own texture. Working on ``D``'s own detail gives the head
-      the full-resolution structure that ``x`` (``s^2 C_in`` values per cell lifted to ``C``) cannot carry.
+      filter); sensor noise has no local mean, so ``R_noise = w_n h_D + w'_n b_D`` with ``h_D = D - box5(D)``
+      and the band ``b_D = box5(D) - box9(D)`` (the noise that brightening amplifies reaches beyond the 5 x 5
+      scale: held-out SSIM +0.010 in two runs with the band). Both are measured on ``D``, where haze has scaled
+      the layer by ``t``, so the head subtracts them divided by ``t`` (held-out SSIM of low_haze 0.41-0.43 ->
+      0.51-0.52 with the division). ``w_s, w_n, w'_n`` in (0, 1) are ``sigmoid(up(Conv3x3(x)) + F([D, TH_D,
+      h_D]))``: logits estimated from ``x`` (bilinearly upsampled) plus a full-resolution correction ``F`` (two
+      3x3 layers, 8 channels) that sees whether a bright thin structure is a streak, a flake or the photo's own
+      texture. Working on ``D``'s own detail gives the head the full-resolution structure that ``x`` (``s^2 C_in``
+      values per cell lifted to ``C``) cannot carry.
 
     **Presence gates.** ``p`` (``B x 4``, :data:`PRESENCE_PARTS`: low, haze, rain, snow) switches each map on or
     off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
@@ -203,9 +205,9 @@ class PhysicalHead(nn.Module):
         self.maps = nn.Sequential(BatchGroupedConv2d(ch + 2, ch, 3, 1, 1), nn.GELU(),
                                   BatchGroupedConv2d(ch, 2, 3, 1, 1))  # conv_g, conv_tau
         self.layer = nn.Sequential(BatchGroupedConv2d(ch, out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
-        self.detail = BatchGroupedConv2d(ch, 2, 3, 1, 1)  # w_n, w_s logits from x
+        self.detail = BatchGroupedConv2d(ch, 3, 3, 1, 1)  # w_n, w_s, w'_n logits from x
         self.detail_full = nn.Sequential(BatchGroupedConv2d(3 * out_ch, 8, 3, 1, 1), nn.GELU(),
-                                         BatchGroupedConv2d(8, 2, 3, 1, 1))  # their correction from D, TH_D, h_D
+                                         BatchGroupedConv2d(8, 3, 3, 1, 1))  # their correction from D, TH_D, h_D
         self.globals = nn.Sequential(nn.Linear(ch + 4, ch), nn.GELU(), nn.Linear(ch, 2 + out_ch))  # k, k', A logits
         self.recogniser = DegradationRecogniser() if recognise else None
         for layer in (self.maps[-1], self.layer[0], self.globals[-1], self.detail, self.detail_full[-1]):
@@ -218,17 +220,18 @@ class PhysicalHead(nn.Module):
     def cues(self, d):
         """What the head uses of ``d`` alone (float32), computed once for all stage outputs: ``log L_D`` and ``dc_D``
         (each ``B x 1 x h x w``: the log Retinex illumination and the dark channel), their means and standard
-        deviations (``B x 4``), and at full resolution the high-pass ``h_D``, the white top-hat ``TH_D`` and the
-        correction ``F([D, TH_D, h_D])`` of the logits of ``w_n, w_s`` (``B x 2 x H x W``)."""
+        deviations (``B x 4``), and at full resolution the high-pass ``h_D`` and band ``b_D``, the white top-hat
+        ``TH_D`` and the correction ``F([D, TH_D, h_D])`` of the logits of ``w_n, w_s, w'_n`` (``B x 3 x H x W``)."""
         with torch.autocast(d.device.type, enabled=False):
             d, s = d.float(), self.scale
             light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
             log_light, dark = torch.log(light.clamp_min(1e-3)), -F.max_pool2d(-d.amin(1, keepdim=True), s)
             stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
-            high = d - F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)  # h_D
+            box5 = F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)
+            high, band = d - box5, box5 - F.avg_pool2d(d, 9, 1, 4, count_include_pad=False)  # h_D, b_D
             tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
             detail_full = self.detail_full(torch.cat([d, tophat, high], 1))
-        return log_light, dark, stats, high, tophat, detail_full
+        return log_light, dark, stats, (high, band), tophat, detail_full
 
     def prepare(self, d, presence=None):
         """What every stage output shares: ``(cues, logits, gates)`` of ``d``: its :meth:`cues`, the recogniser's
@@ -243,7 +246,7 @@ class PhysicalHead(nn.Module):
     def forward(self, d, x, cues=None, presence=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
         here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None); also returns the maps."""
-        log_light, dark, cue_stats, high, tophat, detail_full = self.cues(d) if cues is None else cues
+        log_light, dark, cue_stats, (high, band), tophat, detail_full = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
             p = torch.ones(d.shape[0], len(PRESENCE_PARTS), device=d.device) if presence is None else presence.float()
@@ -260,12 +263,12 @@ class PhysicalHead(nn.Module):
             log_inv = log_inv * p[:, :2, None, None]  # g by low light, tau by haze
             log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
                                 for m in (log_inv, self.detail(x)))
-            weights = torch.sigmoid(weights + detail_full)  # w_n, w_s
+            weights = torch.sigmoid(weights + detail_full)  # w_n, w_s, w'_n
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
             # the same bound at every pixel (the upsampled t can cross a neighbouring cell's): J G + R >= 0
             inv_t = torch.minimum(inv_t, 1 / (1 - (d / airlight).amin(1, keepdim=True)).clamp_min(0.05))
-            streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:] * tophat) * inv_t  # R_streak = R_D / t
-            layer = streak + p_low * weights[:, :1] * high * inv_t
+            streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:2] * tophat) * inv_t  # R_streak = R_D / t
+            layer = streak + p_low * (weights[:, :1] * high + weights[:, 2:] * band) * inv_t
             image = ((d - airlight) * inv_t + airlight - layer) * inv_gain
         maps = {'gain': 1 / inv_gain, 'transmission': 1 / inv_t, 'airlight': airlight, 'layer': layer,
                 'streak': streak, 'presence': p}
