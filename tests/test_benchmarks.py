@@ -32,9 +32,10 @@ def test_replayed_counted_ops_carry_mmengines_count():
     # pooling (C x h x w, features at 1/4 resolution)
     pooled_channels = sum(m.body[1].in_channels for m in net.modules() if isinstance(m, ChannelAttention))
     pooling = pooled_channels * (32 // 4) * (48 // 4)
-    # 4 per output element of the physical head's bilinear upsampling of its four maps (g, tau, w_n, w_s), once per
-    # stage output, and one per element of the recogniser's standardisation (a batch norm of its statistics)
-    upsampling = 4 * 4 * 32 * 48 * len(net.stages + [net.final])
+    # 4 per output element of the physical head's bilinear upsampling of its five maps (g, tau and the logits of
+    # w_n, w_s, w'_n), once per stage output, and one per element of the recogniser's standardisation (a batch norm
+    # of its statistics)
+    upsampling = 4 * 5 * 32 * 48 * len(net.stages + [net.final])
     standardised = net.head.recogniser.num_stats
     assert pooling > 0
     assert counted_macs(counted) + pooling + upsampling + standardised == model_complexity(net, (3, 32, 48))['macs']
