@@ -33,10 +33,11 @@ from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
 #: InterIR-S's size; ``--net`` overrides keys (JSON).
 BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4, 'expand': 2,
             'freq_branch': False}
+#: ``--loss``: the pixel term as an option file's ``train.pixel_opt`` names it (built by BasicSR's ``build_loss``).
 LOSSES = {
-    'charbonnier': lambda x, y: torch.sqrt((x - y) ** 2 + 1e-6).mean(),
-    'l2': lambda x, y: ((x - y) ** 2).mean(),
-    'psnr': lambda x, y: 10 * torch.log10(((x - y) ** 2).mean((1, 2, 3)) + 1e-8).mean(),  # minus PSNR
+    'charbonnier': {'type': 'CharbonnierLoss', 'eps': 1e-6},
+    'l2': {'type': 'MSELoss'},
+    'psnr': {'type': 'PSNRLoss'},  # minus each image's PSNR, averaged
 }
 
 
@@ -110,7 +111,9 @@ def train(net, args):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0, betas=(0.9, 0.99))
     for group in opt.param_groups:
         group['base_lr'] = group['lr']
-    loss_fn, it, seconds, losses = LOSSES[args.loss], 0, 0.0, []
+    from basicsr.losses import build_loss  # after the plugin's shims
+
+    loss_fn, it, seconds, losses = build_loss(dict(LOSSES[args.loss])), 0, 0.0, []
     while True:
         for batch in loader:
             start = time.perf_counter()
