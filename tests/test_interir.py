@@ -11,7 +11,7 @@ import yaml
 import interir_plugin  # noqa: F401  (registers the archs)
 from conftest import photo_crop
 from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, Pointwise, set_fused
-from interir_plugin.archs.interir_arch import InterIR, presence_targets
+from interir_plugin.archs.interir_arch import InterIR, box_filter, max_filter, presence_targets
 from interir_plugin.archs.plain_arch import PlainResidualNet
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
 
@@ -185,6 +185,16 @@ def test_transmission_never_below_the_dark_channel_bound():
     assert image.min() > -1e-5 and (maps['transmission'] >= bound - 1e-5).all()
     unbounded = (d - maps['airlight']) * math.exp(3) + maps['airlight']  # what t = exp(-3) would have given
     assert unbounded.min() < -1
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 16, 24), (1, 1, 13, 7), (1, 2, 5, 5)])
+@pytest.mark.parametrize('k', [3, 5, 7, 9])
+def test_filters_equal_the_pooling_they_replace(shape, k):
+    """The head's max and box filters give torch's stride-1 pooling values, windows larger than the image included."""
+    x = torch.randn(shape)
+    assert torch.equal(max_filter(x, k), torch.nn.functional.max_pool2d(x, k, 1, k // 2))
+    want = torch.nn.functional.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+    assert torch.allclose(box_filter(x, k), want, atol=1e-6, rtol=0)
 
 
 def test_tail_starts_without_subpixel_grid():

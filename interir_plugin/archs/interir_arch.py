@@ -52,6 +52,37 @@ def _icnr_(conv, scale):
         conv.bias.copy_(base.bias.repeat_interleave(scale ** 2))
 
 
+def _shifted(x, k, dim, pad_value):
+    """The ``k`` windows of ``x`` shifted by ``-k // 2 .. k // 2`` along ``dim`` (-1 or -2), edges padded."""
+    r, n = k // 2, x.shape[dim]
+    x = F.pad(x, (r, r) if dim == -1 else (0, 0, r, r), value=pad_value)
+    return [x.narrow(dim, i, n) for i in range(k)]
+
+
+def max_filter(x, k):
+    """``k x k`` maximum over each pixel's window (``F.max_pool2d(x, k, 1, k // 2)``, the same values): as shifted
+    maxima, one axis at a time, 10-30x faster on the CPU than the pooling kernel at these sizes."""
+    for dim in (-1, -2):
+        windows = _shifted(x, k, dim, float('-inf'))
+        x = windows[0]
+        for w in windows[1:]:
+            x = torch.maximum(x, w)
+    return x
+
+
+def box_filter(x, k):
+    """``k x k`` mean over each pixel's window inside the image (``F.avg_pool2d(x, k, 1, k // 2,
+    count_include_pad=False)``, to float rounding): shifted sums, one axis at a time, divided by the window's
+    pixel count; faster than the pooling kernel for ``k >= 5`` on the CPU."""
+    for dim in (-1, -2):
+        x = sum(_shifted(x, k, dim, 0.0))
+        n = x.shape[dim]
+        idx = torch.arange(n, device=x.device)
+        count = (torch.clamp(idx + k // 2, max=n - 1) - torch.clamp(idx - k // 2, min=0) + 1).to(x.dtype)
+        x = x / (count if dim == -1 else count[:, None])
+    return x
+
+
 #: The degradations the physical head recognises, in the order of its presence logits; each gates its own maps.
 PRESENCE_PARTS = ('low', 'haze', 'rain', 'snow')
 
@@ -113,22 +144,22 @@ class DegradationRecogniser(nn.Module):
         with torch.autocast(d.device.type, enabled=False):
             d = d.float()
             lum, lo, hi = d.mean(1, keepdim=True), d.amin(1, keepdim=True), d.amax(1, keepdim=True)
-            high = d - F.avg_pool2d(d, 3, 1, 1, count_include_pad=False)
+            high = d - box_filter(d, 3)
             feats = [m.mean((2, 3)) for m in (lum, lo, hi)] + [m.std((2, 3)) for m in (lum, lo, hi)]
             feats += [(hi - lo).mean((2, 3)), 10 * (high - high.mean(1, keepdim=True)).abs().mean((1, 2, 3))[:, None]]
             contrast = lum.std((2, 3), keepdim=True) + 0.02  # haze lowers every contrast, streaks' too
             for k in (5, 9):
-                h = lum - F.avg_pool2d(lum, k, 1, k // 2, count_include_pad=False)
+                h = lum - box_filter(lum, k)
                 feats += [10 * h.abs().mean((2, 3)), 10 * torch.sigmoid((h - 0.08) / 0.02).mean((2, 3)),
                           10 * torch.sigmoid((h / contrast - 1) / 0.2).mean((2, 3))]
-            tophat = lum + F.max_pool2d(F.max_pool2d(-lum, 7, 1, 3), 7, 1, 3)
+            tophat = lum + max_filter(max_filter(-lum, 7), 7)
             feats.append(10 * torch.sigmoid((tophat / contrast - 1) / 0.2).mean((2, 3)))
             # a rough dark-channel dehaze (airlight: the brightest dark-channel value) shows what a veil hides:
             # low light under haze, and sensor noise that haze scaled down by t
-            dark = -F.max_pool2d(-lo, 7, 1, 3)
+            dark = -max_filter(-lo, 7)
             air = dark.amax((2, 3), keepdim=True).clamp_min(0.1)
             j = ((d - air) / (1 - 0.95 * dark / air).clamp_min(0.1) + air).clamp(0, 1)
-            j_high = j - F.avg_pool2d(j, 3, 1, 1, count_include_pad=False)
+            j_high = j - box_filter(j, 3)
             feats += [j.mean((1, 2, 3))[:, None], j.amax(1).mean((1, 2))[:, None],
                       10 * (j_high - j_high.mean(1, keepdim=True)).abs().mean((1, 2, 3))[:, None]]
             return torch.cat(feats, 1)
@@ -224,12 +255,12 @@ class PhysicalHead(nn.Module):
         ``TH_D`` and the correction ``F([D, TH_D, h_D])`` of the logits of ``w_n, w_s, w'_n`` (``B x 3 x H x W``)."""
         with torch.autocast(d.device.type, enabled=False):
             d, s = d.float(), self.scale
-            light = F.avg_pool2d(F.avg_pool2d(d.amax(1, keepdim=True), s), 3, 1, 1, count_include_pad=False)
+            light = box_filter(F.avg_pool2d(d.amax(1, keepdim=True), s), 3)
             log_light, dark = torch.log(light.clamp_min(1e-3)), -F.max_pool2d(-d.amin(1, keepdim=True), s)
             stats = torch.cat([log_light.mean((2, 3)), log_light.std((2, 3)), dark.mean((2, 3)), dark.std((2, 3))], 1)
-            box5 = F.avg_pool2d(d, 5, 1, 2, count_include_pad=False)
-            high, band = d - box5, box5 - F.avg_pool2d(d, 9, 1, 4, count_include_pad=False)  # h_D, b_D
-            tophat = d + F.max_pool2d(F.max_pool2d(-d, 7, 1, 3), 7, 1, 3)  # D - opening_7(D) >= 0
+            box5 = box_filter(d, 5)
+            high, band = d - box5, box5 - box_filter(d, 9)  # h_D, b_D
+            tophat = d + max_filter(max_filter(-d, 7), 7)  # D - opening_7(D) >= 0
             detail_full = self.detail_full(torch.cat([d, tophat, high], 1))
         return log_light, dark, stats, (high, band), tophat, detail_full
 
