@@ -187,6 +187,21 @@ def test_transmission_never_below_the_dark_channel_bound():
     assert unbounded.min() < -1
 
 
+def test_flakes_are_removed_before_the_noise_bands():
+    """The noise bands are measured on ``D - R_streak``: a flake the streak layer takes out leaves no ring. With every
+    weight at 1 on a flat image plus one 3 x 3 flake the head returns the flat image (measured on ``D`` itself the
+    bands would have put a dark hole and a bright halo around it)."""
+    net = InterIR(**TINY).eval()
+    d = torch.full((1, 3, 32, 32), 0.3)
+    d[..., 14:17, 14:17] += 0.6
+    with torch.no_grad():
+        net.head.detail.bias.fill_(40.0)  # w_n = w_s = w'_n = 1
+        presence = torch.tensor([[1.0, 0.0, 0.0, 1.0]])  # low light and snow: noise bands and streak layer on
+        image, maps = net.head(d, torch.zeros(1, TINY['num_feat'], 8, 8), presence=presence)
+    torch.testing.assert_close(maps['streak'][..., 14:17, 14:17], torch.full((1, 3, 3, 3), 0.6), rtol=0, atol=1e-5)
+    torch.testing.assert_close(image, torch.full_like(image, 0.3), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize('shape', [(2, 3, 16, 24), (1, 1, 13, 7), (1, 2, 5, 5)])
 @pytest.mark.parametrize('k', [3, 5, 7, 9])
 def test_filters_equal_the_pooling_they_replace(shape, k):
