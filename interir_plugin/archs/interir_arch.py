@@ -254,7 +254,8 @@ class PhysicalHead(nn.Module):
     def cues(self, d):
         """What the head uses of ``d`` alone (float32), computed once for all stage outputs: ``log L_D`` and ``dc_D``
         (each ``B x 1 x h x w``: the log Retinex illumination and the dark channel), their means and standard
-        deviations (``B x 4``), and at full resolution the white top-hat ``TH_D`` and the correction ``F([D, TH_D, h_D])`` of the logits of ``w_n, w_s, w'_n`` (``B x 3 x H x W``)."""
+        deviations (``B x 4``), and at full resolution the white top-hat ``TH_D`` and the correction ``F([D, TH_D,
+        h_D])`` of the logits of ``w_n, w_s, w'_n`` (``B x 3 x H x W``)."""
         with torch.autocast(d.device.type, enabled=False):
             d, s = d.float(), self.scale
             light = box_filter(F.avg_pool2d(d.amax(1, keepdim=True), s), 3)
