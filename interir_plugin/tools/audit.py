@@ -55,8 +55,8 @@ Metrics (``audit.json`` keys; every mean is over images unless said otherwise):
   ``layer`` on images with low light (its sensor noise), rain or snow; ``map_error_per_stage`` per entry.
   Absent keys are skipped.
 - ``presence_accuracy``: when the network recognises its degradations (``aux['presence_logits']``, InterIR's
-  presence gates), the accuracy of its decisions (logit > 0) per component (low, haze, rain, snow) against the
-  synthesiser's or the label's, and ``presence_exact``: the share of images with all four right.
+  presence gates), the accuracy of its decisions (the gates its head used) per component (low, haze, rain, snow)
+  against the synthesiser's or the label's, and ``presence_exact``: the share of images with all four right.
 
 Keys that do not apply (DGUNet has no ``aux`` and no EConv; a labelled set has no maps) are ``null`` and
 ``notes`` says why, so every network sits in one table. :data:`TARGETS` are the acceptance targets of issue 14
@@ -529,8 +529,8 @@ def measure(net, sample, probe, device):
                 record['active_set'] = _active_set(sample, deltas, scale, rows, cols)
                 record['delta'] = np.mean(deltas, 0)
                 record['scale'] = scale
-    if aux.get('presence_logits') is not None:
-        record['presence'] = [bool(v) for v in (aux['presence_logits'][0] > 0).cpu()]
+    if aux.get('presence_logits') is not None:  # the gates the head used: the recogniser's decision
+        record['presence'] = [bool(v) for v in (aux['maps'][-1]['presence'][0] > 0.5).cpu()]
     if aux.get('maps') and sample.maps is not None:
         errors = _map_errors(sample, aux['maps'], x.shape[-2:])
         if errors:
