@@ -135,8 +135,9 @@ class DegradationRecogniser(nn.Module):
     #: probability above 0.73): dehazing a clear photo that looks veiled (a flat grey sky or background) costs it
     #: 10-16 dB, leaving a hazy one as it is costs less. Decided on draws of new degradation parameters for the
     #: held-out photos (264 images, three demo models): mean PSNR over labels +0.15 / +0.22 / +0.27 dB, SSIM
-    #: +0.004 to +0.007, snow +1.1 dB, haze missed in 0.5 % of hazy images (0 % at 0). Higher thresholds measured
-    #: higher means on those photos (+0.4 dB at 2.5) but missed more haze (2.8 % at 2, 10.6 % at 3): not taken.
+    #: +0.005 to +0.007, snow +1.1 to +1.6 dB, haze missed in 0.5 % of hazy images (0 % at 0). Higher thresholds
+    #: measured higher means on those photos (+0.4 dB at 2.5) but missed more haze (2.8 % at 2, 10.6 % at 3): not
+    #: taken (docs/interir.md, "The haze decision").
     thresholds = (0.0, 1.0, 0.0, 0.0)
 
     def __init__(self, hidden=32, logit_scale=5.0):
