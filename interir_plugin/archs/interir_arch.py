@@ -61,7 +61,8 @@ def _shifted(x, k, dim, pad_value):
 
 def max_filter(x, k):
     """``k x k`` maximum over each pixel's window (``F.max_pool2d(x, k, 1, k // 2)``, the same values): as shifted
-    maxima, one axis at a time, 10-30x faster on the CPU than the pooling kernel at these sizes."""
+    maxima, one axis at a time, 20-35x faster on the CPU than the pooling kernel for k = 3 to 9 at 8 x 3 x 64 x 64
+    and 1 x 3 x 256 x 256."""
     for dim in (-1, -2):
         windows = _shifted(x, k, dim, float('-inf'))
         x = windows[0]
@@ -73,7 +74,7 @@ def max_filter(x, k):
 def box_filter(x, k):
     """``k x k`` mean over each pixel's window inside the image (``F.avg_pool2d(x, k, 1, k // 2,
     count_include_pad=False)``, to float rounding): shifted sums, one axis at a time, divided by the window's
-    pixel count; faster than the pooling kernel for ``k >= 5`` on the CPU."""
+    pixel count; 2.5-8x faster on the CPU than the pooling kernel for k = 3 to 9 at those sizes."""
     for dim in (-1, -2):
         x = sum(_shifted(x, k, dim, 0.0))
         n = x.shape[dim]
@@ -226,7 +227,7 @@ class PhysicalHead(nn.Module):
     off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
     rain or snow (``1 - (1 - p_rain)(1 - p_snow)``). With nothing present the head returns ``D`` itself, whatever
     its weights. In training ``p`` is the label's (teacher forcing); otherwise the :class:`DegradationRecogniser`'s
-    decision (``logit > 0``). Measured on MiniCDD's held-out split (docs/interir.md): without the gates the
+    decision (each logit above its threshold: haze 1, the others 0). Measured on MiniCDD's held-out split (docs/interir.md): without the gates the
     trained head applied the average tone correction of the mixture to every image and lost 2 to 3 dB on rain and
     snow; without ``R >= 0`` it brightened through ``R``; without the high-pass terms it could neither denoise nor
     remove streaks.
