@@ -227,10 +227,10 @@ class PhysicalHead(nn.Module):
     off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
     rain or snow (``1 - (1 - p_rain)(1 - p_snow)``). With nothing present the head returns ``D`` itself, whatever
     its weights. In training ``p`` is the label's (teacher forcing); otherwise the :class:`DegradationRecogniser`'s
-    decision (each logit above its threshold: haze 1, the others 0). Measured on MiniCDD's held-out split (docs/interir.md): without the gates the
-    trained head applied the average tone correction of the mixture to every image and lost 2 to 3 dB on rain and
-    snow; without ``R >= 0`` it brightened through ``R``; without the high-pass terms it could neither denoise nor
-    remove streaks.
+    decision (each logit above its threshold: haze 1, the others 0). Measured on MiniCDD's held-out split
+    (docs/interir.md): without the gates the trained head applied the average tone correction of the mixture to
+    every image and lost 2 to 3 dB on rain and snow; without ``R >= 0`` it brightened through ``R``; without the
+    high-pass terms it could neither denoise nor remove streaks.
 
     ``g, tau`` are bounded to (-3, 3) by ``3 tanh(./3)`` and bilinearly upsampled. They are not held to the
     physical ``G, t <= 1``, so ``G`` and ``t`` are effective maps. The gain, transmission and streak convolutions
