@@ -10,7 +10,7 @@ What is documented (docs/training.md, "Tiled versus whole-image inference"), and
   pools the tile, its half-instance norm normalises over it and its merge blocks project onto a subspace fitted
   over it. The documented difference: zero (bit-identical) when one tile covers the image; otherwise it falls as
   the overlap grows and as the tiles grow, and for these random networks the mean absolute difference stays
-  below half of what the network changes in its input (:data:`TOLERANCE`).
+  below three quarters of what the network changes in its input (:data:`TOLERANCE`).
 """
 import pytest
 import torch
@@ -20,9 +20,12 @@ from interir_plugin.archs.dgunet_arch import DGUNet
 from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.utils.tiling import tiled_apply
 
-#: Mean |tiled - whole| over mean |whole - input| that tiles of 32 with overlap 16 stay below on a 128x128 photo
-#: (measured with these seeds: InterIR 0.38, DGUNet 0.12).
-TOLERANCE = 0.5
+#: Mean |tiled - whole| over mean |whole - input| that tiles of 32 with overlap 16 stay below on a 128x128 photo.
+#: Measured with these seeds: InterIR 0.54, DGUNet 0.12; over seeds 0-7 of the small random InterIR 0.30-0.65 (0.26
+#: to 0.38 before the head's streak direction cue changed the shapes of two head layers, and so every later random
+#: draw: with the earlier draw's weights, the streak cue's new weights at zero, the network gives the earlier
+#: figures to three decimals).
+TOLERANCE = 0.75
 
 
 def _interir():
