@@ -340,6 +340,7 @@ class PhysicalHead(nn.Module):
             log_inv = log_inv * p[:, :2, None, None]  # g by low light, tau by haze
             log_inv, weights = (F.interpolate(m, scale_factor=self.scale, mode='bilinear', align_corners=False)
                                 for m in (log_inv, self.detail(x)))
+            # w_n, w_s, w'_n; the image's k_s shifts w_s's logit alone (padded to (0, k_s, 0) over the channels)
             weights = torch.sigmoid(weights + F.pad(k_s[..., None, None], (0, 0, 0, 0, 1, 1)) + detail_full)
             inv_gain, inv_t = torch.exp(log_inv).split(1, 1)  # 1 / G, 1 / t
             # the same bound at every pixel (the upsampled t can cross a neighbouring cell's): J G + R >= 0
