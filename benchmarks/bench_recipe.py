@@ -25,10 +25,11 @@ import torch
 from _common import emit  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (BasicSR shims and registration: before basicsr)
-from interir_plugin.archs.interir_arch import presence_loss, presence_targets  # noqa: E402
 from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset  # noqa: E402
+from interir_plugin.losses.presence_loss import PresenceLoss  # noqa: E402
 from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
+from interir_plugin.utils.presence import presence_targets  # noqa: E402
 
 #: InterIR-S's size; ``--net`` overrides keys (JSON).
 BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4, 'expand': 2,
@@ -125,7 +126,7 @@ def train(net, args):
             if recognises:  # teacher-forced presence gates
                 targets, known = presence_targets(batch['label_name'])
                 outs, logits = net(batch['lq'], presence=targets)
-                gate_loss = args.presence_weight * presence_loss(logits, targets, known)
+                gate_loss = PresenceLoss(args.presence_weight)(logits, targets, known)
             else:
                 outs, gate_loss = net(batch['lq']), 0
             n = len(outs)

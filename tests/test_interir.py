@@ -11,17 +11,13 @@ import yaml
 import interir_plugin  # noqa: F401  (registers the archs)
 from conftest import photo_crop
 from interir_plugin.archs.econv import PRIOR_NAMES, EConv, ExplainableBlock, Pointwise, set_fused
-from interir_plugin.archs.interir_arch import (
-    InterIR,
-    PhysicalHead,
-    box_filter,
-    max_filter,
-    presence_targets,
-    verticality,
-)
+from interir_plugin.archs.image_ops import box_filter, max_filter, verticality
+from interir_plugin.archs.interir_arch import InterIR
+from interir_plugin.archs.physical_head import PhysicalHead
 from interir_plugin.archs.plain_arch import PlainResidualNet
 from interir_plugin.data.degradations import rain, snow
 from interir_plugin.utils.padding import crop_to, pad_to_multiple
+from interir_plugin.utils.presence import presence_targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: a tiny net: every part of the algorithm, two stages plus the final image step, at 1/4 resolution

@@ -7,7 +7,7 @@ InterIR-S gains over it at equal training time is what the unfolding buys.
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from interir_plugin.archs.interir_arch import PhysicalHead, PresenceGated
+from interir_plugin.archs.physical_head import PhysicalHead, PresenceGated
 
 
 class _ResidualBlock(nn.Module):
@@ -27,7 +27,7 @@ class PlainResidualNet(PresenceGated, nn.Module):
 
         lifting     z = Conv3x3(PixelUnshuffle_s(D))
         body        x = B_N(...B_1(z)),  B_n(x) = x + Conv3x3(GELU(Conv3x3(x)))
-        head        I = ((D - A) / t + A - R) / G    (:class:`~interir_plugin.archs.interir_arch.PhysicalHead`)
+        head        I = ((D - A) / t + A - R) / G    (:class:`~interir_plugin.archs.physical_head.PhysicalHead`)
 
     The ablation baseline of InterIR (docs/ablation.md): ``num_blocks`` is chosen there so that its multiply-adds
     equal InterIR-S's. Each block costs ``2 * 9 * C^2`` multiply-adds per pixel at ``1/s`` resolution. As in

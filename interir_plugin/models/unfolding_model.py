@@ -12,11 +12,11 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from interir_plugin.archs.interir_arch import presence_loss, presence_targets
 from interir_plugin.models.time_budget import TimeBudgetMixin, check_budget_options
 from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
 from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
 from interir_plugin.utils.padding import crop_to, pad_for_network
+from interir_plugin.utils.presence import presence_targets
 from interir_plugin.utils.resume import gathered_rng_states, schedule_resume
 from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, tiled_apply
 
@@ -124,8 +124,9 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
       (:mod:`interir_plugin.models.time_budget`). Default: None.
     - ``train.presence_weight``: for networks with a degradation recogniser (InterIR's and PlainResidualNet's
       physical head with ``recognise: true``): the head's presence gates follow the batch's ``label_name``
-      (:func:`~interir_plugin.archs.interir_arch.presence_targets`, teacher forcing) and this weight times the
-      recogniser's binary cross-entropy against them joins the loss (``l_presence``). Default: 0.5.
+      (:func:`~interir_plugin.utils.presence.presence_targets`, teacher forcing) and this weight times the
+      recogniser's binary cross-entropy against them (``PresenceLoss``, built from BasicSR's ``LOSS_REGISTRY``)
+      joins the loss (``l_presence``). Default: 0.5.
     - ``train.presence_lr_scale``: the recogniser's parameters form their own optimizer group with this many times
       ``optim_g.lr`` (schedules scale both groups alike): a small classifier of fixed image statistics, it needs a
       larger step than the network (docs/interir.md). Default: 10.
@@ -168,6 +169,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         train_opt = self.opt['train']
         self.presence_weight = float(train_opt.get('presence_weight', 0.5))
         self.presence_lr_scale = float(train_opt.get('presence_lr_scale', 10))
+        self.cri_presence = build_loss({'type': 'PresenceLoss', 'loss_weight': self.presence_weight})
         super().init_training_settings()  # EMA, pixel loss, optimizer (get_optimizer below), scheduler
         self.cri_edge = build_loss(train_opt['edge_opt']).to(self.device) if train_opt.get('edge_opt') else None
         self.cri_freq = (build_loss(train_opt['frequency_opt']).to(self.device)
@@ -282,7 +284,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.output = outputs[-1].detach()
         l_total, loss_dict = self.compute_losses(outputs, self.gt)
         if presence is not None:
-            loss_dict['l_presence'] = self.presence_weight * presence_loss(logits, *presence)
+            loss_dict['l_presence'] = self.cri_presence(logits, *presence)
             l_total = l_total + loss_dict['l_presence']
             loss_dict['l_total'] = l_total
         step_ok = self._agreed_finite(l_total)

@@ -71,7 +71,6 @@ import numpy as np
 import torch
 
 from interir_plugin.archs.econv import EConv
-from interir_plugin.archs.interir_arch import PRESENCE_PARTS
 from interir_plugin.data.degradations import CATEGORY_PARTS, CDD11_CATEGORIES, category_spec, synthesize
 from interir_plugin.data.sources import Source, decode_depth, expand_cdd11, list_folder, load_protocol
 from interir_plugin.tools.explain import psnr, round_floats, run_network
@@ -79,6 +78,7 @@ from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.utils.padding import crop_to, pad_for_network
+from interir_plugin.utils.presence import PRESENCE_PARTS
 from interir_plugin.utils.tables import markdown_table
 
 #: Components whose presence the routing AUCs and the active-set metrics test (CDD-11 category parts).

@@ -27,12 +27,12 @@ from basicsr.metrics import calculate_psnr
 from basicsr.utils import tensor2img
 
 from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
-from interir_plugin.archs.interir_arch import PRESENCE_PARTS  # the head's presence gates, in order
 from interir_plugin.data.degradations import synthesize
 from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.utils.padding import crop_to, pad_for_network
+from interir_plugin.utils.presence import PRESENCE_PARTS  # the head's presence gates, in order
 
 
 def _to_display(t):
