@@ -132,6 +132,8 @@ def test_delta_equal_to_the_rain_mask_gives_auc_one_and_the_other_sign_zero():
     assert result['map_error_per_stage']['layer'][0] is None
     assert result['residual'] == [2.0, 1.0] and result['residual_falls'] == 1.0
     assert result['stage_psnr_rises'] == 0.0 and result['stage_psnr'][0] == result['stage_psnr'][-1]
+    harm = [r['stage_psnr'][-1] < r['input_psnr'] - 0.5 for r in result['per_image']]
+    assert result['harm_rate'] == pytest.approx(np.mean(harm))  # share of images > 0.5 dB below the input
     assert result['routing_accuracy'] is None and result['intervention_psnr_drop'] is None  # no EConv
     assert any('routing' in n for n in result['notes'])
     flipped = A.audit_network(_Oracle(0.2, 'passes'), samples, 'synthesised', log=lambda *_: None)
@@ -373,6 +375,7 @@ def test_explain_shows_the_synthesisers_maps(tmp_path):
 
 def test_target_table_and_headline():
     result = {'stage_psnr': [20.0, 20.7], 'stage_psnr_gain': 0.7, 'stage_psnr_rises': 0.9, 'residual_falls': None,
+              'input_psnr': 19.0, 'harm_rate': 0.25,
               'routing_accuracy': None, 'active_set_auc': {'rain': 0.8, 'snow': None},
               'intervention_psnr_drop': 1e-15, 'per_image': [{}] * 4}
     met = {text: m for text, _, _, _, m in A.target_table(result)}
@@ -383,7 +386,8 @@ def test_target_table_and_headline():
     assert {t: m for t, _, _, _, m in A.target_table(result)}['intervention PSNR drop (dB)'] is True
     result['active_set_auc_input'] = {'rain': 0.9, 'snow': None}
     text = A.headline(result)
-    assert '20.00 -> 20.70 dB (+0.70 dB; rises in 90% of 4 images)' in text and 'rain 0.80' in text
+    assert '20.00 -> 20.70 dB (+0.70 dB; rises in 90% of 4 images; input 19.00 dB, harm rate 25.0%' in text
+    assert 'rain 0.80' in text
     assert 'intervention PSNR drop +0.200 dB' in text and 'routing' not in text
 
 

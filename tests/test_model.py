@@ -422,15 +422,21 @@ def test_validation_reports_per_label_metrics_and_csv(tiny_net, tmp_path):
     assert [r['label'] for r in rows] == [*labels, 'mean_over_labels', 'overall']
     by = {r['label']: r for r in rows}
     # independent per-image PSNR with BasicSR's runner on the model's own restorations
-    psnr = {label: [] for label in labels}
+    psnr, harm = {label: [] for label in labels}, {label: [] for label in labels}
     for data in loader:
         model.feed_data(data)
         model.test()
-        psnr[data['label_name'][0]].append(calculate_psnr(tensor2img([model.output[0]]), tensor2img([data['gt'][0]]),
-                                                          crop_border=0))
+        gt = tensor2img([data['gt'][0]])
+        out_psnr = calculate_psnr(tensor2img([model.output[0]]), gt, crop_border=0)
+        psnr[data['label_name'][0]].append(out_psnr)
+        harm[data['label_name'][0]].append(out_psnr < calculate_psnr(tensor2img([data['lq'][0]]), gt, 0) - 0.5)
     for label in labels:
         assert int(by[label]['images']) == 2
         assert float(by[label]['psnr']) == pytest.approx(np.mean(psnr[label]), abs=1e-5)
+        # the harm rate: the share of images more than 0.5 dB below their input's PSNR
+        assert float(by[label]['harm']) == pytest.approx(np.mean(harm[label]), abs=1e-6)
+    assert float(by['overall']['harm']) == pytest.approx(np.mean(sum(harm.values(), [])), abs=1e-6)
+    assert 'harm' not in model.metric_results  # logged and written, not one of BasicSR's tracked metrics
     assert float(by['mean_over_labels']['psnr']) == pytest.approx(np.mean([np.mean(v) for v in psnr.values()]),
                                                                   abs=1e-5)
     assert float(by['overall']['psnr']) == pytest.approx(np.mean(sum(psnr.values(), [])), abs=1e-5)

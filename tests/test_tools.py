@@ -261,9 +261,12 @@ def test_bench_leaderboard_with_zoo_row_and_identity(tmp_path):
                                                                                        f'{i}.png'))) for i in (0, 1)]
     expected = np.mean([calculate_psnr(a, b, crop_border=0) for a, b in lq_gt])
     assert abs(float(by_model[leaderboard.IDENTITY_NAME]['psnr_low']) - expected) < 1e-3
+    # every row has the harm rate: a share of the images, 0 for the input itself
+    assert float(by_model[leaderboard.IDENTITY_NAME]['harm_mean']) == 0
+    assert all(0 <= float(r['harm_mean']) <= 1 for r in rows)
     assert cv2.imread(str(tmp_path / 'lb' / 'leaderboard.png')) is not None
     md = open(tmp_path / 'lb' / 'leaderboard.md').read()
-    assert '| zoo |' in md and 'PSNR per label' in md and md in out.stdout
+    assert '| zoo |' in md and 'PSNR per label' in md and 'harm rate' in md and md in out.stdout
     again = _run(['bench', '-opt', ours, '--out', 'lb2', '--repeats', '1', '--device', 'cpu', '--no-identity'],
                  tmp_path, threads=1)
     assert again.returncode == 0 and 'reusing' in again.stdout, again.stderr[-3000:]

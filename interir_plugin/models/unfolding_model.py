@@ -14,7 +14,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from interir_plugin.models.time_budget import TimeBudgetMixin, check_budget_options
 from interir_plugin.utils.checkpoint import atomic_torch_save, bare_state_dict, load_weights
-from interir_plugin.utils.metrics import label_summary, summary_rows, write_label_metrics_csv
+from interir_plugin.utils.metrics import HARM, harmed, label_summary, psnr_metric, summary_rows, write_label_metrics_csv
 from interir_plugin.utils.padding import crop_to, pad_for_network
 from interir_plugin.utils.presence import presence_targets
 from interir_plugin.utils.resume import gathered_rng_states, schedule_resume
@@ -98,7 +98,10 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     Validation reports every metric per ``label_name`` of the batches (degradation type), the mean over labels
     (the headline number of multi-degradation protocols, logged and tracked as BasicSR's metric) and the mean
     over images, and writes them as ``<path.log>/metrics/<dataset>_<iter>.csv`` (``experiments/<name>/`` in
-    training, ``results/<name>/`` in testing). Checkpoints are written atomically and loaded with
+    training, ``results/<name>/`` in testing). With a PSNR metric in ``val.metrics`` it also reports the **harm rate**
+    (column ``harm``: the share of images whose output PSNR is more than 0.5 dB below the input's,
+    :data:`~interir_plugin.utils.metrics.HARM_MARGIN_DB`), per label and over labels; it is logged and written, not
+    tracked as a best value. Checkpoints are written atomically and loaded with
     ``weights_only=True``.
 
     Option keys read (besides BasicSR's ``network_g``, ``num_gpu``, ``dist``, ``is_train``, ``path.*``; the
@@ -369,8 +372,16 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
                 if metric_opts is not None:
                     if 'gt' not in visuals:
                         raise ValueError(f'val.metrics needs ground truth, but dataset {dataset_name} gives no gt')
-                    data = {'img': sr_img, 'img2': tensor2img([visuals['gt'][i]])}
-                    records.append((label, {k: float(calculate_metric(data, o)) for k, o in metric_opts.items()}))
+                    gt_img = tensor2img([visuals['gt'][i]])
+                    values = {k: float(calculate_metric({'img': sr_img, 'img2': gt_img}, o))
+                              for k, o in metric_opts.items()}
+                    psnr = psnr_metric(metric_opts)
+                    if psnr is not None and visuals['lq'].shape[-2:] == visuals['gt'].shape[-2:]:
+                        # harm: the output more than 0.5 dB below the input (same metric, same 8-bit conversion)
+                        lq_psnr = calculate_metric({'img': tensor2img([visuals['lq'][i]]), 'img2': gt_img},
+                                                   metric_opts[psnr])
+                        values[HARM] = harmed(values[psnr], float(lq_psnr))
+                    records.append((label, values))
             del self.lq, self.output
             if hasattr(self, 'gt'):
                 del self.gt
@@ -386,12 +397,14 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     def _summarise_validation(self, records, dataset_name, current_iter, tb_logger):
         """Per-label, mean-over-labels and overall means (:func:`~interir_plugin.utils.metrics.label_summary`); best
         values; CSV; log."""
-        summary = label_summary(records, list(self.opt['val']['metrics']), f'validation dataset {dataset_name}')
-        self.metric_results = dict(summary['mean'])
+        metrics = list(self.opt['val']['metrics'])  # BasicSR's, tracked for best values
+        extra = [HARM] if all(HARM in values for _, values in records) else []
+        summary = label_summary(records, metrics + extra, f'validation dataset {dataset_name}')
+        self.metric_results = {m: summary['mean'][m] for m in metrics}
         for key, values in ((dataset_name, summary['mean']),
                             *((f'{dataset_name}/{label}', summary['per_label'][label]) for label in summary['labels'])):
             self._initialize_best_metric_results(key)
-            for m in summary['metrics']:
+            for m in metrics:
                 self._update_best_metric_result(key, m, values[m], current_iter)
         self.label_metric_results = {'dataset': dataset_name, 'iter': current_iter, 'rows': summary_rows(summary)}
         self._write_metrics_csv(dataset_name, current_iter, summary)
@@ -410,7 +423,7 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
         super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)  # the headline means
         rows = self.label_metric_results['rows']
-        metrics = list(self.opt['val']['metrics'])
+        metrics = list(rows[0][2])  # val.metrics, then the harm rate where there is one
         width = max(len(str(r[0])) for r in rows)
         training = self.opt['is_train']  # best values only mean something across the validations of a run
         lines = [f'Per-label {dataset_name} (headline above = mean over labels):',
@@ -418,7 +431,8 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
                  + ('  best' if training else '')]
         for label, count, values in rows:
             best = self.best_metric_results.get(f'{dataset_name}/{label}') if training else None
-            best_str = ', '.join(f'{m} {best[m]["val"]:.4f} @ {best[m]["iter"]}' for m in metrics) if best else ''
+            best_str = ', '.join(f'{m} {best[m]["val"]:.4f} @ {best[m]["iter"]}' for m in metrics if m in best) \
+                if best else ''
             lines.append(f'\t{label:<{width}}  {count:>5}  ' + '  '.join(f'{values[m]:>10.4f}' for m in metrics)
                          + f'  {best_str}')
         get_root_logger().info('\n'.join(lines))

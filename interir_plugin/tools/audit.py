@@ -77,6 +77,7 @@ from interir_plugin.tools.explain import psnr, round_floats, run_network
 from interir_plugin.tools.imageio import read_image
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
+from interir_plugin.utils.metrics import HARM_MARGIN_DB, harmed
 from interir_plugin.utils.padding import crop_to, pad_for_network
 from interir_plugin.utils.presence import PRESENCE_PARTS
 from interir_plugin.utils.tables import markdown_table
@@ -583,7 +584,8 @@ def _stage_summary(records, notes):
     out = {'stages': len(records[0]['stage_psnr']),
            'input_psnr': _mean(r['input_psnr'] for r in records),
            'stage_psnr': np.mean([r['stage_psnr'] for r in records], 0).tolist(),
-           'stage_psnr_rises': float(np.mean([r['stage_psnr'][-1] > r['stage_psnr'][0] for r in records]))}
+           'stage_psnr_rises': float(np.mean([r['stage_psnr'][-1] > r['stage_psnr'][0] for r in records])),
+           'harm_rate': float(np.mean([harmed(r['stage_psnr'][-1], r['input_psnr']) for r in records]))}
     out['stage_psnr_gain'] = out['stage_psnr'][-1] - out['stage_psnr'][0]
     labels = list(dict.fromkeys(r['label'] for r in records))
     out['stage_psnr_per_label'] = {n: np.mean([r['stage_psnr'] for r in records if r['label'] == n], 0).tolist()
@@ -754,7 +756,9 @@ def headline(result):
     """The audit's headline figures as a few short lines (what ``interir audit`` and the demo print)."""
     sp = result['stage_psnr']
     lines = [f'stage PSNR {sp[0]:.2f} -> {sp[-1]:.2f} dB ({result["stage_psnr_gain"]:+.2f} dB; rises in '
-             f'{100 * result["stage_psnr_rises"]:.0f}% of {len(result["per_image"])} images)']
+             f'{100 * result["stage_psnr_rises"]:.0f}% of {len(result["per_image"])} images; input '
+             f'{result["input_psnr"]:.2f} dB, harm rate {100 * result["harm_rate"]:.1f}%: final more than '
+             f'{HARM_MARGIN_DB:g} dB below the input)']
     if result.get('residual_falls') is not None:
         lines.append(f'residual ||PxQ - z|| {result["residual"][0]:.3g} -> {result["residual"][-1]:.3g} '
                      f'(falls in {100 * result["residual_falls"]:.0f}% of images)')

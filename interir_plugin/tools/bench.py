@@ -8,7 +8,8 @@ computed exactly like the plugin's. Existing CSVs are reused unless ``rerun``. P
 come from :func:`interir_plugin.utils.complexity.model_complexity` at 3x256x256, latency from
 :func:`interir_plugin.tools.profile.measure_latency` at 1x3x256x256 on the chosen device (random weights: cost
 does not depend on them). The degraded input itself is scored as a baseline row (PSNR/SSIM of LQ against GT,
-with the option file's ``val.metrics``).
+with the option file's ``val.metrics``). With a PSNR metric every row also has the harm rate (``harm``: the share of
+images the model made more than 0.5 dB worse than its input; 0 for the input row).
 """
 import copy
 import os
@@ -27,7 +28,7 @@ from interir_plugin.tools.options import load_option_file
 from interir_plugin.tools.pipelines import run_basicsr
 from interir_plugin.tools.profile import example_input, measure_latency
 from interir_plugin.utils.complexity import model_complexity
-from interir_plugin.utils.metrics import label_summary
+from interir_plugin.utils.metrics import HARM, label_summary, psnr_metric
 
 #: Input of the cost columns (C, H, W); C is replaced by the network's input channels.
 COST_INPUT = (3, 256, 256)
@@ -83,6 +84,7 @@ def identity_scores(dataset_opt, metric_opts, progress=True):
         dict: :func:`~interir_plugin.utils.metrics.label_summary` of the input's scores.
     """
     dataset = build_dataset(copy.deepcopy(dataset_opt))
+    names = list(metric_opts) + ([HARM] if psnr_metric(metric_opts) else [])  # the input harms no image
     records = []
     for i in tqdm(range(len(dataset)), desc=f'input vs gt ({dataset_opt["name"]})', unit='img', disable=not progress):
         item = dataset[i]
@@ -90,9 +92,9 @@ def identity_scores(dataset_opt, metric_opts, progress=True):
             raise ValueError(f'dataset {dataset_opt["name"]} gives no gt; the baseline needs pairs')
         data = {'img': tensor2img([item['lq']]), 'img2': tensor2img([item['gt']])}
         label = item.get('label_name')
-        records.append((None if label is None else str(label),
-                        {k: float(calculate_metric(data, o)) for k, o in metric_opts.items()}))
-    return label_summary(records, list(metric_opts), f'dataset {dataset_opt["name"]}')
+        values = {k: float(calculate_metric(data, o)) for k, o in metric_opts.items()}
+        records.append((None if label is None else str(label), {HARM: 0.0, **values}))
+    return label_summary(records, names, f'dataset {dataset_opt["name"]}')
 
 
 def network_cost(network_opt, device, repeats=5, warmup=1):

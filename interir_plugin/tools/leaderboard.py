@@ -13,6 +13,7 @@ Written files: ``leaderboard.csv`` (one row per model and dataset; columns :func
 import csv
 import os
 
+from interir_plugin.utils.metrics import HARM, HARM_MARGIN_DB
 from interir_plugin.utils.tables import markdown_table
 
 #: Fixed leading columns of ``leaderboard.csv``; per-metric columns follow (see :func:`csv_columns`).
@@ -83,11 +84,19 @@ def write_csv(rows, path):
                              for k, v in line.items()})
 
 
+def _metric_title(metric, mean_name):
+    if metric == HARM:
+        return f'harm rate (output > {HARM_MARGIN_DB:g} dB below input)'
+    return f'{metric.upper()} ({mean_name})'
+
+
 def _cell(value, fmt):
     return '-' if value is None else format(value, fmt)
 
 
 def _metric_fmt(metric):
+    if metric == HARM:
+        return '.1%'
     return '.4f' if 'ssim' in metric.lower() else '.2f'
 
 
@@ -102,7 +111,7 @@ def markdown(rows):
         trained = any(r.get('iters') is not None for r in group)
         lines += markdown_table(
             ['model', 'network', 'params (M)', 'MACs (G)', 'latency (ms)',
-             *(('iterations', 'training (s)') if trained else ()), *(f'{m.upper()} ({mean_name})' for m in metrics)],
+             *(('iterations', 'training (s)') if trained else ()), *(_metric_title(m, mean_name) for m in metrics)],
             [[r['model'], r['network'], _cell(None if r.get('params') is None else r['params'] / 1e6, '.3f'),
               _cell(r.get('gmacs'), '.2f'), _cell(r.get('latency_ms'), '.1f'),
               *((_cell(r.get('iters'), 'd'), _cell(r.get('train_seconds'), '.1f')) if trained else ()),
@@ -111,7 +120,7 @@ def markdown(rows):
         lines += ['', f'MACs: multiply-adds of one forward pass at 3x256x256 (mmengine); latency: median forward time '
                       f'at 1x3x256x256 on {", ".join(devices) or "-"}.', '']
         for m in metrics if labels else ():
-            lines += [f'{m.upper()} per label:', '']
+            lines += [f'{"harm rate" if m == HARM else m.upper()} per label:', '']
             lines += markdown_table(['model', *labels], [
                 [r['model'], *(_cell(r['per_label'].get(lb, {}).get(m), _metric_fmt(m)) for lb in labels)]
                 for r in group])

@@ -4,6 +4,23 @@ that validation writes."""
 import csv
 import os
 
+#: An output is *harmful* when its PSNR is more than this many dB below its input's; the harm rate is the share of
+#: such images (issue 22: "do no harm").
+HARM_MARGIN_DB = 0.5
+#: The per-image harm indicator's name in metric records, CSVs and leaderboards (a share in [0, 1], lower is better).
+HARM = 'harm'
+
+
+def psnr_metric(metric_opts):
+    """The name of the first PSNR metric (``type: calculate_psnr``) in ``val.metrics``, else None: the harm rate needs
+    one."""
+    return next((k for k, o in (metric_opts or {}).items() if (o or {}).get('type') == 'calculate_psnr'), None)
+
+
+def harmed(output_psnr, input_psnr, margin=HARM_MARGIN_DB):
+    """1.0 if the output's PSNR is more than ``margin`` dB below the input's, else 0.0 (one image's harm)."""
+    return float(output_psnr < input_psnr - margin)
+
 
 def label_summary(records, metrics, where='dataset'):
     """Summarise per-image metric values by label.
