@@ -28,8 +28,9 @@ import interir_plugin  # noqa: E402,F401  (BasicSR shims and registration: befor
 from interir_plugin.data.degradations import CDD11_CATEGORIES  # noqa: E402
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset  # noqa: E402
 from interir_plugin.losses.presence_loss import PresenceLoss  # noqa: E402
+from interir_plugin.utils.metrics import harmed  # noqa: E402
 from interir_plugin.utils.padding import crop_to, pad_for_network  # noqa: E402
-from interir_plugin.utils.presence import presence_targets  # noqa: E402
+from interir_plugin.utils.presence import PRESENCE_PARTS, presence_targets  # noqa: E402
 
 #: InterIR-S's size; ``--net`` overrides keys (JSON).
 BASE_NET = {'type': 'InterIR', 'num_feat': 16, 'unshuffle': 4, 'num_stages': 2, 'num_experts': 4, 'expand': 2,
@@ -67,7 +68,14 @@ def parse_args(argv=None):
     ap.add_argument('--presence-lr-scale', type=float, default=10.0,
                     help="the recogniser's learning rate over --lr (networks with presence gates)")
     ap.add_argument('--threads', type=int, default=1)
-    ap.add_argument('--split', default='heldout', help='MiniCDD split scored (decisions: heldout)')
+    ap.add_argument('--split', default='heldout',
+                    help='MiniCDD split folder(s) scored, comma-separated (decisions: the leave-one-renderer-out '
+                         'loro_heldout; heldout: our own renderer)')
+    ap.add_argument('--protocol', default='',
+                    help='train on this protocol (e.g. minicdd_loro) instead of --data/--photos')
+    ap.add_argument('--train-split', default='train', help='the split of --protocol trained on')
+    ap.add_argument('--data-time', type=int, default=1,
+                    help='1: the clock counts data loading too, as the demo\'s time budget does; 0: steps only')
     ap.add_argument('--root', default='datasets/MiniCDD')
     ap.add_argument('--seed', type=int, default=10)
     ap.add_argument('--tag', default='')
@@ -83,7 +91,9 @@ def parse_args(argv=None):
 
 def train_set(args):
     """The training data set: on-the-fly synthesis from the chosen clean photos, or the stored pairs."""
-    if args.data == 'fixed':
+    if args.protocol:
+        opt = {'protocol': args.protocol, 'protocol_root': args.root, 'protocol_split': args.train_split}
+    elif args.data == 'fixed':
         opt = {'protocol': 'minicdd', 'protocol_root': args.root}
     else:
         chosen = set(filter(None, args.photos.split(',')))
@@ -115,9 +125,11 @@ def train(net, args):
     from basicsr.losses import build_loss  # after the plugin's shims
 
     loss_fn, it, seconds, losses = build_loss(dict(LOSSES[args.loss])), 0, 0.0, []
+    start = time.perf_counter()
     while True:
         for batch in loader:
-            start = time.perf_counter()
+            if not args.data_time:
+                start = time.perf_counter()
             f = it / args.iters if args.iters else seconds / args.seconds
             scale = f / args.warmup if f < args.warmup else 0.5 * (1 + math.cos(math.pi * (f - args.warmup)
                                                                                  / (1 - args.warmup)))
@@ -128,7 +140,7 @@ def train(net, args):
                 outs, logits = net(batch['lq'], presence=targets)
                 gate_loss = PresenceLoss(args.presence_weight)(logits, targets, known)
             else:
-                outs, gate_loss = net(batch['lq']), 0
+                outs, gate_loss = _outputs(net(batch['lq'])), 0
             n = len(outs)
             weights = {'equal': [1.0] * n, 'final': [0.0] * (n - 1) + [1.0],
                        'ramp': [(k + 1) / n for k in range(n)],
@@ -142,15 +154,24 @@ def train(net, args):
             losses.append(loss.item())
             it += 1
             seconds += time.perf_counter() - start
+            start = time.perf_counter()
             if (args.iters and it >= args.iters) or (args.seconds and seconds >= args.seconds):
                 return it, seconds, float(np.mean(losses[-20:]))
 
 
+def _outputs(out):
+    """Stage outputs as a list (single-output networks such as BasicSR's RIDNet return a tensor)."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 def score(net, root, split, labels=None):
-    """Mean PSNR/SSIM per label of the input, the first and the final output of ``net`` on a MiniCDD split.
+    """Mean PSNR/SSIM per label of the input, the first and the final output of ``net`` on a MiniCDD split, the harm
+    rate (share of images whose final PSNR is more than 0.5 dB below the input's), and for a network with a
+    degradation recogniser its decisions against the labels' parts (accuracy per part, expected calibration error).
 
     Returns:
-        tuple: ``({label: {'input', 'first', 'final': [PSNR, SSIM]}}, {'input', 'first', 'final': mean over labels})``.
+        tuple: ``({label: {'input', 'first', 'final': [PSNR, SSIM], 'harm': share}}, {the same, mean over labels},
+        recogniser figures or None)``.
     """
     from basicsr.metrics import calculate_psnr, calculate_ssim  # after the plugin's shims
     from basicsr.utils import tensor2img  # the 8-bit image validation scores
@@ -158,20 +179,43 @@ def score(net, root, split, labels=None):
     data = MultiDegradationPairedDataset({'cdd11': {'root': os.path.join(root, split),
                                                     **({'categories': list(labels)} if labels else {})},
                                           'phase': 'val'})
-    per_label = {}
+    per_label, probs, targets = {}, [], []
+    recognises = getattr(net, 'recognises', False)
     with torch.no_grad():
         for i in range(len(data)):
             sample = data[i]
             x, size = pad_for_network(sample['lq'][None], net)
-            outs = crop_to(list(net(x)), size)
+            if recognises:
+                outs, aux = net(x, return_aux=True)
+                probs.append(torch.sigmoid(aux['presence_logits'][0].float()).numpy())
+                targets.append(presence_targets([sample['label_name']])[0][0].numpy())
+            else:
+                outs = _outputs(net(x))
+            outs = crop_to(outs, size)
             gt = tensor2img([sample['gt']])
-            record = per_label.setdefault(sample['label_name'], {'input': [], 'first': [], 'final': []})
+            record = per_label.setdefault(sample['label_name'], {'input': [], 'first': [], 'final': [], 'harm': []})
             for key, t in (('input', sample['lq'][None]), ('first', outs[0]), ('final', outs[-1])):
                 img = tensor2img([t[0]])
                 record[key].append((calculate_psnr(img, gt, 0), calculate_ssim(img, gt, 0)))
-    table = {lab: {k: np.mean(v, 0).round(3).tolist() for k, v in r.items()} for lab, r in per_label.items()}
-    mean = {k: np.mean([table[lab][k] for lab in table], 0).round(3).tolist() for k in ('input', 'first', 'final')}
-    return table, mean
+            record['harm'].append(harmed(record['final'][-1][0], record['input'][-1][0]))
+    table = {lab: {k: np.mean(v, 0).round(4).tolist() for k, v in r.items()} for lab, r in per_label.items()}
+    mean = {k: np.mean([table[lab][k] for lab in table], 0).round(4).tolist()
+            for k in ('input', 'first', 'final', 'harm')}
+    return table, mean, recogniser_figures(np.array(probs), np.array(targets)) if recognises else None
+
+
+def recogniser_figures(probs, targets, bins=10):
+    """Accuracy (decided at probability 0.5) and expected calibration error (``bins`` equal-width bins of the
+    predicted probability; the mean over bins of |mean probability - share present|, weighted by the bin's count)
+    per presence part, over images ``probs`` and ``targets`` (``N x 4``)."""
+    out = {}
+    for k, part in enumerate(PRESENCE_PARTS):
+        p, t = probs[:, k], targets[:, k]
+        which = np.minimum((p * bins).astype(int), bins - 1)
+        ece = sum(abs(p[which == b].mean() - t[which == b].mean()) * (which == b).mean()
+                  for b in range(bins) if (which == b).any())
+        out[part] = {'accuracy': round(float(((p > 0.5) == (t > 0.5)).mean()), 4), 'ece': round(float(ece), 4)}
+    return out
 
 
 def main(argv=None):
@@ -197,16 +241,18 @@ def run(args):
     opts = {**BASE_NET, **json.loads(args.net)}
     net = ARCH_REGISTRY.get(opts.pop('type'))(**opts)
     iters, seconds, loss = train(net.train(), args)
-    table, mean = score(net.eval(), args.root, args.split, CDD11_CATEGORIES[:2] if args.quick else None)
     result = {'tag': args.tag, 'args': vars(args), 'params': sum(p.numel() for p in net.parameters()),
-              'iters': iters, 'train_seconds': round(seconds, 1), 'loss_last20': round(loss, 4),
-              'mean': mean, 'labels_beaten': sum(v['final'][0] > v['input'][0] and v['final'][1] > v['input'][1]
-                                                 for v in table.values()),
-              'per_label': table}
+              'iters': iters, 'train_seconds': round(seconds, 1), 'loss_last20': round(loss, 4), 'splits': {}}
+    rows = []
+    for split in args.split.split(','):
+        table, mean, recognised = score(net.eval(), args.root, split, CDD11_CATEGORIES[:2] if args.quick else None)
+        result['splits'][split] = {
+            'mean': mean, 'per_label': table, 'recogniser': recognised,
+            'labels_above_input': sum(v['final'][0] > v['input'][0] for v in table.values())}
+        rows += [{'split': split, 'label': lab, **{f'{k} PSNR': v[k][0] for k in ('input', 'first', 'final')},
+                  'final SSIM': v['final'][1], 'harm': v['harm']} for lab, v in [*table.items(), ('mean', mean)]]
     with open(args.out, 'a', encoding='utf-8') as f:
         f.write(json.dumps(result) + '\n')
-    rows = [{'label': lab, **{f'{k} PSNR': v[k][0] for k in ('input', 'first', 'final')}, 'final SSIM': v['final'][1]}
-            for lab, v in [*table.items(), ('mean', mean)]]
     emit('recipe', result, rows, list(rows[0]))
     return result
 
