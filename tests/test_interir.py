@@ -3,6 +3,7 @@ the presets of docs/interir.md."""
 import math
 import os
 import re
+import types
 
 import pytest
 import torch
@@ -93,6 +94,47 @@ def test_every_parameter_gets_a_nonzero_gradient(in_ch, out_ch, num_blocks, head
         sum(o.square().mean() for o in net(x)).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
+
+
+def test_routing_by_presence_follows_the_gates():
+    """With route_by_presence every EConv's routing changes with the presence gates alone (same image), and the
+    router refuses a missing condition."""
+    torch.manual_seed(0)
+    net = InterIR(**TINY, route_by_presence=True).eval()
+    x = _photo_batch(1, 32, 48)
+    with torch.no_grad():
+        routes = [net(x, return_aux=True, presence=torch.tensor([g]))[1]['alpha'][0] for g in ([1., 0, 0, 0],
+                                                                                             [0., 0, 1, 0])]
+    assert (routes[0] - routes[1]).abs().max() > 1e-4
+    plain = InterIR(**TINY).eval()
+    with torch.no_grad():
+        same = [plain(x, return_aux=True, presence=torch.tensor([g]))[1]['alpha'][0] for g in ([1., 0, 0, 0],
+                                                                                            [0., 0, 1, 0])]
+    torch.testing.assert_close(same[0], same[1], rtol=0, atol=0)  # without it the gates do not reach the routing
+    conv = next(m for m in net.modules() if isinstance(m, EConv))
+    with pytest.raises(ValueError, match='condition'):
+        conv(torch.rand(1, conv.in_ch, 8, 8))
+    with pytest.raises(ValueError, match='route_by_presence'):
+        InterIR(**TINY, route_by_presence=True, recognise=False)
+
+
+def test_streaks_removed_only_where_the_active_set_marks():
+    """With streaks_by_active_set the head's streak layer is the one without it times mean_c(1 - Delta), upsampled:
+    Delta = 1 everywhere removes nothing, Delta = 0 removes all of it."""
+    torch.manual_seed(0)
+    head = PhysicalHead(8, 3, 4, recognise=False)
+    _randomise_head(types.SimpleNamespace(head=head))
+    d, x = _photo_batch(2, 32, 48), torch.randn(2, 8, 8, 12)
+    gates = torch.tensor([[0., 0, 1, 0], [0., 0, 0, 1]])
+    full = head(d, x, None, gates)[1]['streak']
+    none = head(d, x, None, gates, delta=torch.ones(2, 8, 8, 12))[1]['streak']
+    whole = head(d, x, None, gates, delta=torch.zeros(2, 8, 8, 12))[1]['streak']
+    assert full.abs().max() > 1e-3 and none.abs().max() == 0
+    torch.testing.assert_close(whole, full, rtol=1e-5, atol=1e-6)
+    half = torch.zeros(2, 8, 8, 12)
+    half[..., :6] = 1  # the left half of the cells says "not a streak"
+    part = head(d, x, None, gates, delta=half)[1]['streak']
+    assert part[..., :20].abs().max() == 0 and (part[..., 28:] - full[..., 28:]).abs().max() < 1e-5
 
 
 def test_econv_fused_equals_unfused():

@@ -45,6 +45,9 @@ class EConv(nn.Module):
         temperature (float): Softmax temperature tau of the expert mix. Default: 1.0.
         priors (bool): Keep the gated image-prior branch ``sum_p gamma_bp (theta_p * D_p)``; False drops it
             (``gamma`` is then ``B x 0``; the ablation of docs/ablation.md). Default: True.
+        cond_dim (int): Length of a per-image condition vector ``c`` (``B x cond_dim``) that the router reads beside
+            ``GAP(x)``: ``[alpha, gamma] = MLP([GAP(x), c])`` (InterIR passes its degradation evidence); 0: none.
+            Default: 0.
 
     Attributes:
         fused (bool): Which path ``forward`` takes (see above). Default: True.
@@ -52,7 +55,7 @@ class EConv(nn.Module):
             ``B x P``) in ``self.routing`` (the arch sets it for ``return_aux``). Default: False.
     """
 
-    def __init__(self, in_ch, out_ch, num_experts=4, temperature=1.0, priors=True):
+    def __init__(self, in_ch, out_ch, num_experts=4, temperature=1.0, priors=True, cond_dim=0):
         super().__init__()
         if num_experts < 1:
             raise ValueError(f'EConv: num_experts must be >= 1, got {num_experts}')
@@ -70,14 +73,23 @@ class EConv(nn.Module):
         hidden = max(in_ch // 4, 8)
         # GELU, not ReLU: a router (or attention) MLP on pooled features is tiny, and a dead ReLU there would
         # freeze it for good
-        self.router = nn.Sequential(nn.Linear(in_ch, hidden), nn.GELU(), nn.Linear(hidden, num_experts + num_priors))
+        self.cond_dim = cond_dim
+        self.router = nn.Sequential(nn.Linear(in_ch + cond_dim, hidden), nn.GELU(),
+                                    nn.Linear(hidden, num_experts + num_priors))
         self.fused = True
         self.keep_routing = False
         self.routing = None
 
-    def route(self, x):
-        """Per-image expert mix ``alpha`` (B x M, sums to 1) and prior gates ``gamma`` (B x P, in (0, 1))."""
-        logits = self.router(x.mean((2, 3))).float()  # (mmengine counts no multiply-adds for a mean)
+    def route(self, x, cond=None):
+        """Per-image expert mix ``alpha`` (B x M, sums to 1) and prior gates ``gamma`` (B x P, in (0, 1)) of ``x`` and,
+        with ``cond_dim``, the condition ``cond`` (``B x cond_dim``)."""
+        pooled = x.mean((2, 3))  # (mmengine counts no multiply-adds for a mean)
+        if self.cond_dim:
+            if cond is None or tuple(cond.shape) != (x.shape[0], self.cond_dim):
+                raise ValueError(f'EConv: the router reads a condition of B x {self.cond_dim}, got '
+                                 f'{None if cond is None else tuple(cond.shape)}')
+            pooled = torch.cat([pooled, cond.to(pooled.dtype)], 1)
+        logits = self.router(pooled).float()
         alpha = torch.softmax(logits[:, :self.num_experts] / self.temperature, dim=1)
         gamma = torch.sigmoid(logits[:, self.num_experts:])
         return alpha, gamma
@@ -96,9 +108,9 @@ class EConv(nn.Module):
         k = torch.addmm(self.weight.flatten()[None], coef, bank)  # W_0 + sum a W + sum g theta D
         return k.view(-1, self.out_ch, self.in_ch, 3, 3)
 
-    def forward(self, x):
+    def forward(self, x, cond=None):
         b, _, h, w = x.shape
-        alpha, gamma = self.route(x)
+        alpha, gamma = self.route(x, cond)
         if self.keep_routing:
             self.routing = (alpha, gamma)
         if self.fused:  # one grouped convolution, one kernel per image
@@ -228,24 +240,36 @@ class ExplainableBlock(nn.Module):
         freq_bound (float): Bound m of the frequency branch. Default: 1.0.
         priors (bool): EConvs with the gated prior branch. Default: True.
         freq (bool): Keep the frequency branch (False: ``EB(x) = x + S(x)``, the ablation). Default: True.
+        cond_dim (int): Condition length of both EConvs' routers (:class:`EConv`). Default: 0.
     """
 
-    def __init__(self, ch, num_experts=4, expand=2, temperature=1.0, freq_bound=1.0, priors=True, freq=True):
+    def __init__(self, ch, num_experts=4, expand=2, temperature=1.0, freq_bound=1.0, priors=True, freq=True,
+                 cond_dim=0):
         super().__init__()
-        self.conv1 = EConv(ch, ch, num_experts, temperature, priors)
+        self.conv1 = EConv(ch, ch, num_experts, temperature, priors, cond_dim)
         self.act = nn.GELU()
-        self.conv2 = EConv(ch, ch, num_experts, temperature, priors)
+        self.conv2 = EConv(ch, ch, num_experts, temperature, priors, cond_dim)
         self.attn = ChannelAttention(ch)
         self.freq = FrequencyBranch(ch, expand, freq_bound) if freq else None
 
-    def forward(self, x):
-        y = x + self.attn(self.conv2(self.act(self.conv1(x))))
+    def forward(self, x, cond=None):
+        y = x + self.attn(self.conv2(self.act(self.conv1(x, cond)), cond))
         return y if self.freq is None else y + self.freq(x)
+
+
+class ExplainableBlocks(nn.ModuleList):
+    """Explainable blocks applied in turn, each given the same routing condition (state-dict keys as an
+    ``nn.Sequential`` of them)."""
+
+    def forward(self, x, cond=None):
+        for block in self:
+            x = block(x, cond)
+        return x
 
 
 def explainable_blocks(ch, num_blocks=1, **kwargs):
     """``num_blocks`` chained explainable blocks of ``ch`` channels (kwargs go to :class:`ExplainableBlock`)."""
-    return nn.Sequential(*(ExplainableBlock(ch, **kwargs) for _ in range(num_blocks)))
+    return ExplainableBlocks(ExplainableBlock(ch, **kwargs) for _ in range(num_blocks))
 
 
 def set_fused(module, fused=True):

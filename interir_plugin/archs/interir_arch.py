@@ -8,6 +8,7 @@ from torch import nn
 
 from interir_plugin.archs.econv import BatchGroupedConv2d, EConv, Pointwise, explainable_blocks
 from interir_plugin.archs.physical_head import PhysicalHead, PresenceGated
+from interir_plugin.utils.presence import PRESENCE_PARTS
 
 
 def _mm(*mats):
@@ -82,16 +83,16 @@ class ImageStep(nn.Module):
         self.g2 = _mlp(ch, ch * expand)
         self.eta_raw = nn.Parameter(torch.tensor(math.log(math.expm1(eta))))
 
-    def forward(self, x, z, lam, p, q):
-        s = self.eb_a(x) + lam  # s = EB_a(x) + lambda
+    def forward(self, x, z, lam, p, q, cond=None):
+        s = self.eb_a(x, cond) + lam  # s = EB_a(x) + lambda
         u = self.g1(s)  # u = g1(s): prox value
         delta = torch.sigmoid(self.g2(s))  # Delta = sigmoid(g2(s)): generalised derivative of the prox, in [0,1]
-        g = self.eb_b(self.eb_c(x) + lam - u)  # G = P^T(PxQ - z)Q^T + EB_b(EB_c(x) + lambda - u)
+        g = self.eb_b(self.eb_c(x, cond) + lam - u, cond)  # G = P^T(PxQ - z)Q^T + EB_b(EB_c(x) + lambda - u)
         if self.data_term:
             g = g + _mm(_t(p), _mm(p, x, q) - z, _t(q))  # + P^T (P x Q - z) Q^T
         step = g
         if self.second_order:
-            step = self.eb_e(self.eb_d(g) * (1 - delta))  # JG = P^TP G QQ^T + EB_e(EB_d(G) (1 - Delta))
+            step = self.eb_e(self.eb_d(g, cond) * (1 - delta), cond)  # JG = P^TP G QQ^T + EB_e(EB_d(G) (1 - Delta))
             if self.data_term:
                 step = step + _mm(_t(p), p, g, q, _t(q))
         eta = F.softplus(self.eta_raw)  # eta_k = softplus(theta_k) > 0
@@ -118,15 +119,15 @@ class Stage(nn.Module):
             self.eb_q = explainable_blocks(2 * ch, **eb)
         self.eb_lam = explainable_blocks(ch, **eb)
 
-    def forward(self, x, z, lam, p, q):
-        x, u, delta, eta = self.image(x, z, lam, p, q)  # 1. image: x <- x - eta J G(x)
+    def forward(self, x, z, lam, p, q, cond=None):
+        x, u, delta, eta = self.image(x, z, lam, p, q, cond)  # 1. image: x <- x - eta J G(x)
         if not self.image.data_term:  # the ablation without P x Q: nothing would use new factors
-            return x, lam + self.eb_lam(x) - u, p, q, delta, eta
-        m1, m2 = self.eb_p(torch.cat([_mm(x, q), z], 1)).chunk(2, 1)  # 2. (m1, m2) = split(EB_P(cat[x Q, z]))
+            return x, lam + self.eb_lam(x, cond) - u, p, q, delta, eta
+        m1, m2 = self.eb_p(torch.cat([_mm(x, q), z], 1), cond).chunk(2, 1)  # 2. (m1, m2) = split(EB_P(cat[x Q, z]))
         p = _factor(_mm(m1, _t(m2)))  # P = rownorm(m1 m2^T)
-        n1, n2 = self.eb_q(torch.cat([_mm(p, x), z], 1)).chunk(2, 1)  # 3. (n1, n2) = split(EB_Q(cat[P x, z]))
+        n1, n2 = self.eb_q(torch.cat([_mm(p, x), z], 1), cond).chunk(2, 1)  # 3. (n1, n2) = split(EB_Q(cat[P x, z]))
         q = _factor(_mm(_t(n1), n2))  # Q = rownorm(n1^T n2)
-        lam = lam + self.eb_lam(x) - u  # 4. lambda <- lambda + EB_lambda(x) - u
+        lam = lam + self.eb_lam(x, cond) - u  # 4. lambda <- lambda + EB_lambda(x) - u
         return x, lam, p, q, delta, eta
 
 
@@ -185,6 +186,11 @@ class InterIR(PresenceGated, nn.Module):
         recognise (bool): The physical head gates its maps by the presence of low light, haze, rain and snow
             (:class:`PhysicalHead`, :class:`DegradationRecogniser`); False for data with other degradations (the
             3- and 5-task protocols' noise and blur); must be False with ``head='residual'``. Default: True.
+        route_by_presence (bool): Every EConv's router reads the presence gates the head uses (``B x 4``) beside its
+            pooled features, so the expert mix and prior gates follow the degradations present. Needs ``recognise``.
+            Default: False.
+        streaks_by_active_set (bool): The head removes its streak layer (rain, snow) where each step's active set
+            says: it is multiplied by the channel mean of ``1 - Delta``, upsampled. Default: False.
 
     ``forward(x)`` returns ``num_stages + 1`` images ordered first -> final, each ``B x num_out_ch x H x W``.
     ``forward(x, return_aux=True)`` returns ``(outputs, aux)``; ``aux[key][t]`` belongs to ``outputs[t]``:
@@ -204,7 +210,8 @@ class InterIR(PresenceGated, nn.Module):
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, unshuffle=4, num_stages=6, num_experts=4, expand=2,
                  num_blocks=1, temperature=1.0, freq_bound=1.0, eta=0.5, head='physical', prior_gates=True,
-                 freq_branch=True, data_term=True, second_order=True, recognise=True):
+                 freq_branch=True, data_term=True, second_order=True, recognise=True, route_by_presence=False,
+                 streaks_by_active_set=False):
         super().__init__()
         for key, value, low in (('num_in_ch', num_in_ch, 1), ('num_out_ch', num_out_ch, 1), ('num_feat', num_feat, 1),
                                 ('unshuffle', unshuffle, 1), ('num_stages', num_stages, 0), ('expand', expand, 1),
@@ -214,18 +221,25 @@ class InterIR(PresenceGated, nn.Module):
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < 20:
             raise ValueError(f'InterIR: eta must be a number in (0, 20), got {eta!r}')
         for key, value in (('prior_gates', prior_gates), ('freq_branch', freq_branch), ('data_term', data_term),
-                           ('second_order', second_order), ('recognise', recognise)):
+                           ('second_order', second_order), ('recognise', recognise),
+                           ('route_by_presence', route_by_presence), ('streaks_by_active_set', streaks_by_active_set)):
             if not isinstance(value, bool):
                 raise ValueError(f'InterIR: {key} must be true or false, got {value!r}')
         if head not in ('physical', 'residual'):
             raise ValueError(f"InterIR: head must be 'physical' or 'residual', got {head!r}")
         if recognise and head != 'physical':
             raise ValueError("InterIR: recognise=True needs head='physical' (the residual head has no maps to gate)")
+        if route_by_presence and not recognise:
+            raise ValueError('InterIR: route_by_presence=True needs recognise=True (it routes by the presence gates)')
+        if streaks_by_active_set and head != 'physical':
+            raise ValueError("InterIR: streaks_by_active_set=True needs head='physical' (its streak layer)")
+        self.route_by_presence, self.streaks_by_active_set = route_by_presence, streaks_by_active_set
         self.head_type = head
         self.size_multiple = unshuffle
         c, s = num_feat, unshuffle
         eb = dict(num_blocks=num_blocks, num_experts=num_experts, expand=expand, temperature=temperature,
-                  freq_bound=freq_bound, priors=prior_gates, freq=freq_branch)
+                  freq_bound=freq_bound, priors=prior_gates, freq=freq_branch,
+                  cond_dim=len(PRESENCE_PARTS) if route_by_presence else 0)
         self.lift = nn.Sequential(nn.PixelUnshuffle(s), BatchGroupedConv2d(num_in_ch * s * s, c, 3, 1, 1))
         self.lam_init = Pointwise(c, c)
         step = dict(data_term=data_term, second_order=second_order)
@@ -267,14 +281,15 @@ class InterIR(PresenceGated, nn.Module):
             cues, aux['presence_logits'], presence = self.head.prepare(skip, presence)
         x, lam = z, self.lam_init(z) + z  # x_0 = z, lambda_0 = Conv1x1(z) + z
         p, q = _factor(_mm(z, _t(z))), _factor(_mm(_t(z), z))  # P_0 = rownorm(z z^T), Q_0 = rownorm(z^T z)
+        cond = presence if self.route_by_presence else None  # every EConv routes by the degradations present
         outputs = []
         for t, step in enumerate((*self.stages, self.final)):
             if step is self.final:
-                x, _, delta, eta = step(x, z, lam, p, q)  # final image step
+                x, _, delta, eta = step(x, z, lam, p, q, cond)  # final image step
             else:
-                x, lam, p, q, delta, eta = step(x, z, lam, p, q)  # image, P, Q, lambda
-            if self.head_type == 'physical':
-                image, maps = self.head(skip, x, cues, presence)  # I_k = ((D - A) / t + A - R) / G, gated maps
+                x, lam, p, q, delta, eta = step(x, z, lam, p, q, cond)  # image, P, Q, lambda
+            if self.head_type == 'physical':  # I_k = ((D - A) / t + A - R) / G, gated maps
+                image, maps = self.head(skip, x, cues, presence, delta if self.streaks_by_active_set else None)
             else:
                 image, maps = skip + self.tail(x), None  # I_k = D + T(x_k)
             outputs.append(image)

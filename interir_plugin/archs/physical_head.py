@@ -129,9 +129,11 @@ class PhysicalHead(nn.Module):
             presence = self.recogniser.decide(logits)
         return cues, logits, presence
 
-    def forward(self, d, x, cues=None, presence=None):
+    def forward(self, d, x, cues=None, presence=None, delta=None):
         """Restored image from the degraded input ``d`` and features ``x`` (``cues``: :meth:`cues` of ``d``, computed
-        here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None); also returns the maps."""
+        here if not given; ``presence``: ``B x 4`` gates in [0, 1], all on if None; ``delta``: the step's active set
+        ``B x C x h x w``, which then decides where the streak layer is removed: it is multiplied by the channel
+        mean of ``1 - delta``, upsampled); also returns the maps."""
         log_light, dark, cue_stats, tophat, detail_full = self.cues(d) if cues is None else cues
         with torch.autocast(x.device.type, enabled=False):
             x, d = x.float(), d.float()
@@ -155,6 +157,9 @@ class PhysicalHead(nn.Module):
             # the same bound at every pixel (the upsampled t can cross a neighbouring cell's): J G + R >= 0
             inv_t = torch.minimum(inv_t, 1 / (1 - (d / airlight).amin(1, keepdim=True)).clamp_min(0.05))
             streak = p_streak * (F.relu(self.layer(x)) + weights[:, 1:2] * tophat)  # on D
+            if delta is not None:  # removed where the active set marks it: 1 - Delta, the prox's shrinkage
+                streak = streak * F.interpolate((1 - delta.float()).mean(1, keepdim=True), scale_factor=self.scale,
+                                                mode='bilinear', align_corners=False)
             rest = d - streak  # D' = D - R_streak: the noise bands of D without its streaks and flakes
             box5 = box_filter(rest, 5)
             high, band = rest - box5, box5 - box_filter(rest, 9)
