@@ -6,7 +6,9 @@
    synthesis runs alternate, so load on the machine hits both alike. ``ratio`` = synthesis min / decode min, the
    intrinsic cost (goal: at most 2 for ``low_haze_rain``); ``ratio_median`` is the same with medians, which
    other processes on a busy machine inflate.
-2. Reads: the same samples (``--images`` 256 x 256 photo tiles x 11 categories, CDD-11 layout) read through
+2. Renderers: every formation model of :data:`interir_plugin.data.renderers.RENDERERS` alone on the same patch,
+   interleaved with its component's original renderer (``ratio`` = min / original's min; goal: a few at most).
+3. Reads: the same samples (``--images`` 256 x 256 photo tiles x 11 categories, CDD-11 layout) read through
    ``MultiDegradationPairedDataset`` from disk and from LMDBs made by ``interir prepare lmdb`` (whole images,
    decode and tensor conversion included), in samples per second of the best and the median full pass.
 
@@ -42,6 +44,30 @@ def bench_synthesis(patch, repeats):
                      'synth_ms_median': t['synth']['median'] * 1e3, 'patches_per_s': 1.0 / t['synth']['min'],
                      'decode_ms_min': t['decode']['min'] * 1e3, 'ratio': ratio, 'ratio_median': ratio_median})
     return results, rows, len(png)
+
+
+def bench_renderers(patch, repeats):
+    """Every registered renderer alone (``{component: {renderer: name}}``) on the patch, interleaved with the
+    component's original renderer; ``ratio`` = renderer min / original min (goal: a few at most)."""
+    from interir_plugin.data.degradations import synthesize
+    from interir_plugin.data.renderers import DEFAULT_RENDERERS, RENDERERS
+
+    rows, results = [], {}
+    for component, names in RENDERERS.items():
+        for name in names:
+            counters = {k: iter(range(10**9)) for k in ('renderer', 'original')}
+            cases = {'renderer': lambda n=name, c=component, it=counters['renderer']: synthesize(
+                         patch, {c: {'renderer': n}}, 0, next(it)),
+                     'original': lambda c=component, it=counters['original']: synthesize(patch, {c: {}}, 0, next(it))}
+            wall, _ = interleaved(cases, repeats)
+            t = {k: spread(v) for k, v in wall.items()}
+            ratio = t['renderer']['min'] / t['original']['min']
+            results[f'{component}.{name}'] = {**t, 'ratio': ratio}
+            rows.append({'component': component, 'renderer': name, 'ms_min': t['renderer']['min'] * 1e3,
+                         'ms_median': t['renderer']['median'] * 1e3,
+                         'original_ms_min': t['original']['min'] * 1e3, 'ratio': ratio,
+                         'original': DEFAULT_RENDERERS[component]})
+    return results, rows
 
 
 def bench_reads(photos, passes):
@@ -87,11 +113,17 @@ def main():
              for t in photo_tiles(load_skimage_photo(name), 300, 256, 256, 1, 2)]
     to_float = [np.ascontiguousarray(t[..., ::-1]).astype(np.float32) / np.float32(255.0) for t in tiles]
     synth, synth_rows, png_bytes = bench_synthesis(to_float[0], args.repeats)
+    renderers, renderer_rows = bench_renderers(to_float[0], args.repeats)
     reads, read_rows = bench_reads([(f'img{i}', img) for i, img in enumerate(to_float[:args.images])], args.passes)
     emit('data', {'threads_opencv': cv2.getNumThreads(), 'patch': [256, 256], 'png_bytes': png_bytes,
-                  'synthesis': synth, 'reads': reads},
+                  'synthesis': synth, 'renderers': renderers, 'reads': reads},
          synth_rows, ['category', 'synth_ms_min', 'synth_ms_median', 'patches_per_s', 'decode_ms_min', 'ratio',
                       'ratio_median'])
+    print()
+    print('\n'.join(markdown_table(
+        ['component', 'renderer', 'ms (min)', 'ms (median)', 'original', 'original ms (min)', 'ratio to original'],
+        [[r['component'], r['renderer'], f"{r['ms_min']:.3g}", f"{r['ms_median']:.3g}", r['original'],
+          f"{r['original_ms_min']:.3g}", f"{r['ratio']:.3g}"] for r in renderer_rows])))
     print()
     print('\n'.join(markdown_table(['backend', 'samples', 'samples_per_s (best pass)', 'samples_per_s (median pass)'],
                                     [[r['backend'], r['samples'], f"{r['samples_per_s']:.4g}",
