@@ -11,6 +11,9 @@
 3. Reads: the same samples (``--images`` 256 x 256 photo tiles x 11 categories, CDD-11 layout) read through
    ``MultiDegradationPairedDataset`` from disk and from LMDBs made by ``interir prepare lmdb`` (whole images,
    decode and tensor conversion included), in samples per second of the best and the median full pass.
+4. Input PSNR of every renderer, per category, on MiniCDD's held-out photos (``minicdd_renderers``' held-out
+   splits) and of the stored LORO splits (``--minicdd``; a MiniCDD is built in a temporary folder if it is
+   incomplete; the quick run measures one image of one renderer).
 
 One core: torch and OpenCV threads are 1. Run: ``.venv/bin/python benchmarks/bench_data.py`` (``--quick``: one run
 of each, one image).
@@ -70,6 +73,51 @@ def bench_renderers(patch, repeats):
     return results, rows
 
 
+def _heldout_clear(root):
+    """Only what ``minicdd_renderers``' held-out splits read: MiniCDD's held-out clear tiles, as make_minicdd
+    writes them (the quick run's stand-in for a whole MiniCDD)."""
+    from interir_plugin.data.preparation import (
+        MINICDD_HELDOUT_PHOTOS,
+        MINICDD_TILES,
+        PNG_PARAMS,
+        load_skimage_photo,
+        photo_tiles,
+    )
+
+    os.makedirs(os.path.join(root, 'heldout', 'clear'))
+    for photo in MINICDD_HELDOUT_PHOTOS:
+        for k, tile in enumerate(photo_tiles(load_skimage_photo(photo), *MINICDD_TILES['heldout'])):
+            cv2.imwrite(os.path.join(root, 'heldout', 'clear', f'{photo}_{k}.png'), tile[..., ::-1], PNG_PARAMS)
+
+
+def input_psnr(root, quick):
+    """Input PSNR (the LQ rounded to 8 bits, as stored, against the GT; RGB; dB) per renderer and CDD-11 category on
+    MiniCDD's held-out photos (``minicdd_renderers``' ``heldout_<renderer>`` splits: the renderer's component by it,
+    the others by the original renderers) and on the stored LORO splits (``minicdd_loro`` heldout and test)."""
+    import torch
+
+    from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+    from interir_plugin.data.renderers import RENDERERS
+
+    sets = [(f'{c}.{n}', 'minicdd_renderers', f'heldout_{n}') for c in RENDERERS for n in RENDERERS[c]]
+    sets += [('loro heldout', 'minicdd_loro', 'heldout'), ('loro test', 'minicdd_loro', 'test')]
+    results, rows = {}, []
+    for name, protocol, split in sets[:1] if quick else sets:
+        ds = MultiDegradationPairedDataset({'phase': 'val', 'protocol': protocol, 'protocol_root': root,
+                                            'protocol_split': split})
+        per_label = {}
+        for i in range(1 if quick else len(ds)):
+            sample = ds[i]
+            diff = torch.round(sample['lq'].clamp(0, 1) * 255) - torch.round(sample['gt'] * 255)
+            psnr = 10 * np.log10(255.0 ** 2 / max(float((diff ** 2).mean()), 1e-10))
+            per_label.setdefault(sample['label_name'], []).append(psnr)
+        per_label['all'] = [v for values in per_label.values() for v in values]
+        results[name] = {label: {'mean': float(np.mean(v)), 'min': float(np.min(v)), 'max': float(np.max(v)),
+                                 'images': len(v)} for label, v in per_label.items()}
+        rows += [{'set': name, 'label': label, **stats} for label, stats in results[name].items()]
+    return results, rows
+
+
 def bench_reads(photos, passes):
     from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
     from interir_plugin.data.preparation import make_lmdbs, write_cdd11_split
@@ -98,6 +146,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=50, help='timed runs per synthesis/decode figure')
     parser.add_argument('--passes', type=int, default=5, help='timed passes over the read benchmark set')
     parser.add_argument('--images', type=int, default=8, help='clean images of the read benchmark set')
+    parser.add_argument('--minicdd', default=os.path.join('datasets', 'MiniCDD'),
+                        help='MiniCDD root for the input-PSNR tables (built in a temporary folder if incomplete)')
     add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
@@ -106,7 +156,7 @@ def main():
     cv2.setNumThreads(1)
 
     import interir_plugin  # noqa: F401  (shims before basicsr)
-    from interir_plugin.data.preparation import load_skimage_photo, photo_tiles
+    from interir_plugin.data.preparation import load_skimage_photo, make_minicdd, minicdd_split_names, photo_tiles
     from interir_plugin.utils.tables import markdown_table
 
     tiles = [t for name in ('astronaut', 'coffee', 'rocket', 'chelsea')
@@ -115,8 +165,17 @@ def main():
     synth, synth_rows, png_bytes = bench_synthesis(to_float[0], args.repeats)
     renderers, renderer_rows = bench_renderers(to_float[0], args.repeats)
     reads, read_rows = bench_reads([(f'img{i}', img) for i, img in enumerate(to_float[:args.images])], args.passes)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.minicdd
+        if not all(os.path.isdir(os.path.join(root, split)) for split in minicdd_split_names()):
+            root = os.path.join(tmp, 'MiniCDD')
+            if args.quick:
+                _heldout_clear(root)
+            else:
+                make_minicdd(root)
+        psnr, psnr_rows = input_psnr(root, args.quick)
     emit('data', {'threads_opencv': cv2.getNumThreads(), 'patch': [256, 256], 'png_bytes': png_bytes,
-                  'synthesis': synth, 'renderers': renderers, 'reads': reads},
+                  'synthesis': synth, 'renderers': renderers, 'reads': reads, 'input_psnr': psnr},
          synth_rows, ['category', 'synth_ms_min', 'synth_ms_median', 'patches_per_s', 'decode_ms_min', 'ratio',
                       'ratio_median'])
     print()
@@ -128,6 +187,10 @@ def main():
     print('\n'.join(markdown_table(['backend', 'samples', 'samples_per_s (best pass)', 'samples_per_s (median pass)'],
                                     [[r['backend'], r['samples'], f"{r['samples_per_s']:.4g}",
                                       f"{r['samples_per_s_median']:.4g}"] for r in read_rows])))
+    print()
+    print('\n'.join(markdown_table(['set', 'label', 'images', 'input PSNR mean', 'min', 'max'],
+                                    [[r['set'], r['label'], r['images'], f"{r['mean']:.2f}", f"{r['min']:.2f}",
+                                      f"{r['max']:.2f}"] for r in psnr_rows])))
 
 if __name__ == '__main__':
     main()

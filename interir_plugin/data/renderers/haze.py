@@ -23,6 +23,7 @@ from interir_plugin.data.renderers._common import (
     fractal_field,
     real,
     register,
+    scale_channels,
     setup,
     smooth,
 )
@@ -133,29 +134,32 @@ def nonhomogeneous(img, rng=0, beta=(1.0, 2.5), patchiness=(0.4, 0.9), airlight=
     p = draw_params(rng, nonhomogeneous, beta=beta, patchiness=patchiness, airlight=airlight, tint=tint, tilt=tilt,
                     relief=relief)
     h, w = img.shape[:2]
+    # the synthetic depth and the density are smooth: make them, and t, at 1/4 resolution and upsample t
+    hs, ws = (max(2, h // 4), max(2, w // 4)) if depth is None else (h, w)
     if depth is None:
         theta = np.deg2rad(p['tilt'])
-        ys = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None]  # up is +y: the top row is far for tilt 0
-        xs = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+        ys = np.linspace(1.0, 0.0, hs, dtype=np.float32)[:, None]  # up is +y: the top row is far for tilt 0
+        xs = np.linspace(0.0, 1.0, ws, dtype=np.float32)[None, :]
         plane = np.float32(np.cos(theta)) * ys + np.float32(np.sin(theta)) * xs
-        d = plane * np.float32(1 - p['relief']) + fractal_field(rng, (h, w), 0.55) * np.float32(p['relief'])
+        d = plane * np.float32(1 - p['relief']) + fractal_field(rng, (hs, ws), 0.55) * np.float32(p['relief'])
         low, high = cv2.minMaxLoc(d)[:2]
         d = (d - np.float32(low)) * np.float32(1.0 / max(high - low, 1e-6))
     else:
         d = _given_depth(depth, (h, w), 'haze.nonhomogeneous')
-    rho = fractal_field(rng, (h, w), 0.5)
+    rho = fractal_field(rng, (hs, ws), 0.5)
     rho *= np.float32(2 * p['patchiness'])
     rho += np.float32(1 - p['patchiness'])
     t = cv2.exp(cv2.multiply(rho, d) * np.float32(-p['beta']))
+    if (hs, ws) != (h, w):
+        t, d, rho = (cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in (t, d, rho))
     u = rng.uniform(-1.0, 1.0, channels(img))
     a = np.clip(p['airlight'] * (1.0 + p['tint'] * u), 0.0, 1.0).astype(np.float32)
-    a = a if img.ndim == 3 else a[0]
     if maps is not None:
-        maps.update(transmission=t, airlight=np.atleast_1d(a).astype(np.float32), depth=d, haze_density=rho)
-    te = expand(t, img)
-    out = cv2.multiply(img - a, te) if img.ndim == 2 else (img - a) * te
-    out += a
-    return out.astype(np.float32, copy=False), p
+        maps.update(transmission=t, airlight=a, depth=d, haze_density=rho)
+    # (J - A) t + A = J t + A (1 - t), with A per channel
+    out = cv2.multiply(img, expand(t, img))
+    out += scale_channels(expand(1.0 - t, img), a)
+    return out, p
 
 
 @register('haze', 'fog', thickness=real(0.0), brightness=real(0.0, 1.0), contrast=real(0.0, 1.0),

@@ -25,6 +25,7 @@ from interir_plugin.data.renderers._common import (
     max_channel,
     real,
     register,
+    scale_channels,
     setup,
 )
 
@@ -102,13 +103,13 @@ def camera(img, rng=0, ev=(1.5, 4.0), white_balance=(0.75, 1.25), shot=(0.002, 0
                    for _ in range(channels(img))], np.float32)
     wb /= max(float(wb.mean()), 1e-6)
     scale = np.float32(2.0 ** -p['ev']) * wb
-    x = cv2.pow(img, 2.2)
-    x *= scale if img.ndim == 3 else scale[0]
+    x = scale_channels(cv2.pow(img, 2.2), scale)
     sigma = cv2.sqrt(x * np.float32(p['shot']) + np.float32(p['read'] ** 2))
     y = gaussian_field(rng, img.shape, 1.0)
     y *= sigma
     y += x
-    out = cv2.pow(np.clip(y, 0.0, 1.0, out=y), 1 / 2.2)
+    # floor at 1e-6, which encodes below half an 8-bit level, so it still rounds to 0 (cv2.pow is 4x slower on 0)
+    out = cv2.pow(np.clip(y, 1e-6, 1.0, out=y), 1 / 2.2)
     out = np.round(out * np.float32(255.0)) * np.float32(1 / 255.0)
     if maps is not None:
         gain = scale ** np.float32(1 / 2.2)
@@ -149,7 +150,7 @@ def iso(img, rng=0, exposure=(0.35, 0.7), gamma=(1.5, 2.2), luma_noise=(0.015, 0
     p = draw_params(rng, iso, exposure=exposure, gamma=gamma, luma_noise=luma_noise, chroma_noise=chroma_noise,
                     grain=grain, banding=banding)
     h, w = img.shape[:2]
-    gain = cv2.pow(img, p['gamma'] - 1.0)
+    gain = cv2.pow(np.maximum(img, np.float32(1e-6)), p['gamma'] - 1.0)  # cv2.pow is 4x slower on exact zeros
     gain *= np.float32(p['exposure'])
     out = cv2.multiply(img, gain)
     noise = correlated_noise(rng, (h, w), p['grain'])

@@ -228,7 +228,7 @@ def drops(img, rng=0, coverage=(0.1, 0.35), radius=(0.03, 0.09), elongation=(1.0
         seen = cv2.GaussianBlur(seen, (0, 0), p['defocus'])
         mask = cv2.GaussianBlur(mask, (0, 0), p['defocus'] / 2)
         shade = cv2.GaussianBlur(shade, (0, 0), p['defocus'] / 2)
-    seen *= expand(shade, img) if img.ndim == 3 else shade
+    seen *= expand(shade, img)
     if maps is not None:
         maps['rain'] = mask
     out = img + expand(mask, img) * (seen - img)

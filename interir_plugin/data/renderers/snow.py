@@ -170,13 +170,15 @@ def accumulation(img, rng=0, coverage=(0.05, 0.2), softness=(0.03, 0.1), whitene
     flake = np.clip(flake_mask(rng, (h, w), p['density'] * h * w, 1.0, 2, rng.uniform(-20.0, 20.0)), 0.0, 1.0)
     if maps is not None:
         maps.update(snow=1.0 - (1.0 - cover) * (1.0 - flake), snow_cover=cover)
-    # D = J (1 - C) + C W, then the flakes: D (1 - M) + M = 1 - (1 - D)(1 - M)
-    c = expand(cover, img)
-    out = cv2.multiply(img, expand(1.0 - cover, img))
-    out += cv2.multiply(c, expand(snow_colour, img))
-    out = 1.0 - out
-    out *= expand(1.0 - flake, img)
-    out = 1.0 - out
+    # D = J (1 - C) + C W, then the flakes D (1 - M) + M: together J a + b with the single-channel maps
+    # a = (1 - C)(1 - M), b = C W (1 - M) + M
+    through = 1.0 - flake
+    b = cover * snow_colour
+    b *= through
+    b += flake
+    through *= 1.0 - cover
+    out = cv2.multiply(img, expand(through, img))
+    out += expand(b, img)
     return out.astype(np.float32, copy=False), {k: float(v) for k, v in p.items()}
 
 
