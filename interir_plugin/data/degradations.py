@@ -2,14 +2,19 @@
 
 Every degradation is a function ``f(img, rng=0, **params) -> (degraded, drawn)`` that a user can call alone:
 
-* ``img``: float32 ``H x W x C`` image in [0, 1] (``H x W`` is accepted too). The functions act on every channel
-  alike, so RGB and BGR work the same; only :func:`jpeg` assumes OpenCV's BGR order (its chroma subsampling).
+* ``img``: float32 ``H x W x C`` image in [0, 1] (``H x W`` is accepted too). No function assumes a channel order
+  (per-channel draws, such as a renderer's white balance, are drawn alike for every channel), so RGB and BGR work
+  the same; only :func:`jpeg` assumes OpenCV's BGR order (its chroma subsampling).
 * ``rng``: a ``numpy.random.Generator`` or an int seed (see :func:`make_rng`).
 * ``params``: each parameter is a fixed number or a ``(low, high)`` pair from which a value is drawn uniformly.
 * ``drawn``: the dict of values actually drawn (floats), so a sample can carry its degradation parameters.
 * ``maps``: optional dict that the function fills with the *physical maps* of what it did (``H x W`` float32 maps
   and floats, e.g. the rain layer or the haze transmission; see each function). None (the default) costs nothing:
   the degraded image is bit-identical either way, and no map is computed or kept.
+
+Low light, rain, snow and haze each have several formation models, :data:`RENDERERS`
+(:mod:`interir_plugin.data.renderers`); the functions of this module with those names are the original ones, and a
+spec chooses others with ``renderer`` (:func:`parse_spec`).
 
 :func:`synthesize` composes several degradations in the fixed physical order of :data:`ORDER`
 (low light -> rain -> snow -> haze -> noise -> blur -> JPEG; ``shared/design/protocols.md``), with a generator
