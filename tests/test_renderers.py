@@ -112,6 +112,18 @@ def test_degrades_a_photo_by_a_sane_amount(component, name):
         assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
 
 
+@pytest.mark.parametrize('category', ['low_haze_rain', 'low_haze_snow'])
+def test_composites_of_any_renderers_are_explained_exactly(category):
+    img = _photo((32, 40))
+    spec = {'category': category, 'renderers': {c: list(RENDERERS[c]) for c in COMPONENTS}}
+    seen = set()
+    for index in range(16):
+        out, drawn, maps = deg.synthesize(img, spec, 5, index, return_maps=True)
+        seen |= {(k, v) for k, v in drawn.items() if k.endswith('.renderer')}
+        assert np.abs(_rebuild(img, maps) - out).max() < 1e-5, drawn
+    assert len(seen) >= 10  # most renderers of the three components met each other
+
+
 def test_registry_has_four_renderers_per_component_original_first():
     assert set(RENDERERS) == {'low_light', 'rain', 'snow', 'haze'}
     for component, names in RENDERERS.items():

@@ -160,7 +160,7 @@ DEGRADATIONS = {'low_light': low_light, 'rain': rain, 'snow': snow, 'haze': haze
 _NOT_SPEC = ('img', 'rng', 'depth', 'maps')
 
 
-def renderer_choice(name, value):
+def _renderer_choice(name, value):
     """Check the ``renderer`` of degradation ``name``: one renderer name, or a non-empty list of them (one drawn per
     sample; a name may repeat to weigh it). Returns the name, or a tuple of names."""
     allowed = renderer_names(name)  # names the degradation when it has no renderers
@@ -190,7 +190,7 @@ def category_spec(category, renderers=None):
         raise ValueError(f'unknown CDD-11 category {category!r}; expected one of {", ".join(CDD11_CATEGORIES)}')
     if renderers is not None and not isinstance(renderers, dict):
         raise ValueError(f'renderers must map degradations to renderer names, got {renderers!r}')
-    chosen = {name: renderer_choice(name, value) for name, value in (renderers or {}).items()}
+    chosen = {name: _renderer_choice(name, value) for name, value in (renderers or {}).items()}
     parts = [CATEGORY_PARTS[part] for part in category.split('_')]
     return {name: ({'renderer': chosen[name]} if name in chosen else {}) for name in parts}
 
@@ -236,7 +236,7 @@ def parse_spec(spec):
             raise ValueError(f'the parameters of degradation {name!r} must be a mapping, got {spec[name]!r}')
         kwargs = dict(spec[name] or {})
         if 'renderer' in kwargs:
-            kwargs['renderer'] = renderer_choice(name, kwargs['renderer'])
+            kwargs['renderer'] = _renderer_choice(name, kwargs['renderer'])
             if isinstance(kwargs['renderer'], tuple) and len(kwargs) > 1:
                 raise ValueError(f'{name}: renderer is a list {list(kwargs["renderer"])}, so the parameters '
                                  f'{sorted(set(kwargs) - {"renderer"})} cannot be set (each renderer has its own); '
