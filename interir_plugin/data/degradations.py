@@ -2,14 +2,19 @@
 
 Every degradation is a function ``f(img, rng=0, **params) -> (degraded, drawn)`` that a user can call alone:
 
-* ``img``: float32 ``H x W x C`` image in [0, 1] (``H x W`` is accepted too). The functions act on every channel
-  alike, so RGB and BGR work the same; only :func:`jpeg` assumes OpenCV's BGR order (its chroma subsampling).
+* ``img``: float32 ``H x W x C`` image in [0, 1] (``H x W`` is accepted too). No function assumes a channel order
+  (per-channel draws, such as a renderer's white balance, are drawn alike for every channel), so RGB and BGR work
+  the same; only :func:`jpeg` assumes OpenCV's BGR order (its chroma subsampling).
 * ``rng``: a ``numpy.random.Generator`` or an int seed (see :func:`make_rng`).
 * ``params``: each parameter is a fixed number or a ``(low, high)`` pair from which a value is drawn uniformly.
 * ``drawn``: the dict of values actually drawn (floats), so a sample can carry its degradation parameters.
 * ``maps``: optional dict that the function fills with the *physical maps* of what it did (``H x W`` float32 maps
   and floats, e.g. the rain layer or the haze transmission; see each function). None (the default) costs nothing:
   the degraded image is bit-identical either way, and no map is computed or kept.
+
+Low light, rain, snow and haze each have several formation models, :data:`RENDERERS`
+(:mod:`interir_plugin.data.renderers`); the functions of this module with those names are the original ones, and a
+spec chooses others with ``renderer`` (:func:`parse_spec`).
 
 :func:`synthesize` composes several degradations in the fixed physical order of :data:`ORDER`
 (low light -> rain -> snow -> haze -> noise -> blur -> JPEG; ``shared/design/protocols.md``), with a generator
@@ -19,11 +24,32 @@ that generator, which is several times faster than numpy's; the result is theref
 numpy/OpenCV pair of versions. Everything is vectorised numpy/OpenCV on single-channel maps where the physics
 allows, so the hardest CDD-11 category costs about one PNG decode of the same patch (``benchmarks/bench_data.py``).
 """
+import functools
 import inspect
-import numbers
 
 import cv2
 import numpy as np
+
+from interir_plugin.data.renderers import RENDERERS, renderer_names
+from interir_plugin.data.renderers._common import (
+    as_rng,
+    check_maps,
+    check_param,
+    draw,
+    expand,
+    float_image,
+    gaussian_field,
+    make_rng,
+)
+from interir_plugin.data.renderers.haze import scatter as haze
+from interir_plugin.data.renderers.haze import synthetic_depth
+from interir_plugin.data.renderers.low_light import retinex as low_light
+from interir_plugin.data.renderers.rain import streaks as rain
+from interir_plugin.data.renderers.snow import flakes as snow
+
+__all__ = ['CATEGORY_PARTS', 'CDD11_CATEGORIES', 'DEGRADATIONS', 'ORDER', 'RENDERERS', 'blur', 'blur_kernel',
+           'category_spec', 'composite_maps', 'haze', 'jpeg', 'low_light', 'make_rng', 'noise', 'parse_spec', 'rain',
+           'snow', 'synthesize', 'synthetic_depth']
 
 #: the CDD-11 categories (OneRestore), in the order of the benchmark tables.
 CDD11_CATEGORIES = ('low', 'haze', 'rain', 'snow', 'low_haze', 'low_rain', 'low_snow', 'haze_rain', 'haze_snow',
@@ -32,285 +58,8 @@ CDD11_CATEGORIES = ('low', 'haze', 'rain', 'snow', 'low_haze', 'low_rain', 'low_
 ORDER = ('low_light', 'rain', 'snow', 'haze', 'noise', 'blur', 'jpeg')
 #: CDD-11 category-name part -> degradation name.
 CATEGORY_PARTS = {'low': 'low_light', 'haze': 'haze', 'rain': 'rain', 'snow': 'snow'}
-
-
-def make_rng(seed, index=0):
-    """A generator that depends on ``(seed, index)`` only (Philox counter-based bit generator).
-
-    Args:
-        seed (int): Experiment seed (non-negative).
-        index (int): Sample index (non-negative). Default: 0.
-
-    Returns:
-        numpy.random.Generator
-    """
-    return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(seed), int(index)])))
-
-
-def _as_rng(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral):
-        return make_rng(rng)
-    raise TypeError(f'rng must be a numpy Generator or an int seed, got {type(rng).__name__}')
-
-
-def _draw(rng, value, name, integer=False):
-    """A fixed number, or a uniform draw from a ``(low, high)`` pair (inclusive ints when ``integer``)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return int(value) if integer else float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, numbers.Real) for v in value):
-        low, high = value
-        if low > high:
-            raise ValueError(f'{name}: range {list(value)} has low > high')
-        return int(rng.integers(int(low), int(high) + 1)) if integer else float(rng.uniform(low, high))
-    raise ValueError(f'{name} must be a number or a [low, high] pair, got {value!r}')
-
-
-def _float_image(img, name):
-    img = np.asarray(img)
-    if img.dtype != np.float32:
-        raise TypeError(f'{name}: expected a float32 image in [0, 1], got dtype {img.dtype}')
-    if img.ndim not in (2, 3):
-        raise ValueError(f'{name}: expected an H x W or H x W x C image, got shape {img.shape}')
-    return np.ascontiguousarray(img)
-
-
-def _gaussian_field(rng, shape, sigma):
-    """``N(0, sigma^2)`` float32 field of ``shape`` from OpenCV's generator, seeded from ``rng``."""
-    field = np.empty(int(np.prod(shape)), np.float32)  # flat: OpenCV fills one channel fastest
-    cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    cv2.randn(field, 0.0, float(sigma))
-    return field.reshape(shape)
-
-
-def _expand(mask, img):
-    """An ``H x W`` map repeated to ``img``'s channels (OpenCV's channel copy beats numpy broadcasting 3x)."""
-    if img.ndim == 2:
-        return mask
-    if img.shape[2] == 3:
-        return cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)
-    return np.repeat(mask[..., None], img.shape[2], axis=2)
-
-
-def _check_maps(maps, name):
-    if maps is not None and not isinstance(maps, dict):
-        raise TypeError(f'{name}: maps must be None or a dict to fill, got {type(maps).__name__}')
-    return maps
-
-
-def _max_channel(img):
-    if img.ndim == 2:
-        return img
-    out = img[..., 0].copy()
-    for c in range(1, img.shape[2]):
-        np.maximum(out, img[..., c], out=out)  # a loop over channel views: 30x faster than img.max(axis=2)
-    return out
-
-
-def _peak_gaussian(sigma):
-    """1-D Gaussian kernel of std ``sigma`` scaled to peak 1 (a blob keeps its amplitude)."""
-    k = cv2.getGaussianKernel(2 * int(np.ceil(2.5 * sigma)) + 1, sigma, cv2.CV_32F)
-    return k / k.max()
-
-
-def _streak_layer(rng, shape, count, length, angle, width):
-    """Sparse impulses smeared into streaks of ``length`` px at ``angle`` degrees from vertical.
-
-    The impulses are drawn on a canvas that covers the rotated image, blurred along the canvas's vertical axis
-    with a running box filter (O(1) per pixel whatever the length), widened by a short horizontal Gaussian with
-    peak 1, and rotated onto the image with one affine warp: a rotated line kernel without a long 2-D filter.
-    Returns an ``H x W`` float32 map whose streak cores hold the impulse amplitudes in [0.5, 1].
-    """
-    h, w = shape
-    theta = np.deg2rad(angle)
-    c, s = abs(np.cos(theta)), abs(np.sin(theta))
-    cw, ch = int(np.ceil(w * c + h * s)) + 2, int(np.ceil(w * s + h * c)) + 2 + length
-    canvas = np.zeros((ch, cw), np.float32)
-    n = int(count * ch * cw / (h * w))
-    canvas[rng.integers(0, ch, n), rng.integers(0, cw, n)] = rng.uniform(0.5, 1.0, n).astype(np.float32)
-    canvas = cv2.blur(canvas, (1, length), borderType=cv2.BORDER_CONSTANT) * np.float32(length)
-    if width > 0:
-        canvas = cv2.sepFilter2D(canvas, -1, _peak_gaussian(width), np.ones(1, np.float32),
-                                 borderType=cv2.BORDER_CONSTANT)
-    # affine map from image (x, y) to canvas: rotate about the centres
-    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -float(angle), 1.0)
-    m[:, 2] += (cw / 2.0 - w / 2.0, ch / 2.0 - h / 2.0)
-    return cv2.warpAffine(canvas, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT)
-
-
-def low_light(img, rng=0, gamma=(2.0, 3.0), noise_sigma=(0.03, 0.08), smooth=0.05, maps=None):
-    """Retinex low light: relight ``J * L^(gamma - 1)`` with ``L`` the smoothed max-channel map, plus noise.
-
-    Retinex writes ``J = R * L``; the same scene under the dimmer illumination ``L^gamma`` is
-    ``R * L^gamma = J * L^(gamma - 1)``, darkest where the scene is dark, as in real night shots.
-
-    Args:
-        img (ndarray): float32 image in [0, 1].
-        rng (Generator | int): Random generator or seed. Default: 0.
-        gamma (float | tuple): Illumination exponent. Default: (2.0, 3.0).
-        noise_sigma (float | tuple): Std of the additive Gaussian sensor noise (on the [0, 1] scale).
-            Default: (0.03, 0.08).
-        smooth (float): Std of the Gaussian that smooths the max-channel map, as a fraction of the shorter
-            side. Default: 0.05.
-        maps (dict | None): Filled with ``illumination`` (``L``, H x W), ``gain`` (``L^(gamma - 1)``, H x W, the
-            factor the image was multiplied by) and ``noise_sigma`` (float). Default: None.
-
-    Returns:
-        tuple: (degraded float32 image, {'gamma', 'noise_sigma'}).
-    """
-    img, rng, maps = _float_image(img, 'low_light'), _as_rng(rng), _check_maps(maps, 'low_light')
-    g = _draw(rng, gamma, 'low_light.gamma')
-    sigma = _draw(rng, noise_sigma, 'low_light.noise_sigma')
-    h, w = img.shape[:2]
-    light = _max_channel(img)
-    # smooth at 1/8 resolution: a wide Gaussian for the price of a small one
-    small = cv2.resize(light, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), max(0.5, smooth * min(h, w) / 8))
-    light = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    gain = cv2.pow(np.maximum(light, 1e-3), g - 1.0)
-    out = cv2.multiply(img, _expand(gain, img))
-    out += _gaussian_field(rng, img.shape, sigma)
-    if maps is not None:
-        maps.update(illumination=light, gain=gain, noise_sigma=sigma)
-    return np.clip(out, 0.0, 1.0, out=out), {'gamma': g, 'noise_sigma': sigma}
-
-
-def rain(img, rng=0, density=(0.002, 0.008), length=(10, 30), angle=(-25.0, 25.0), width=(0.5, 1.2),
-         intensity=(0.25, 0.6), maps=None):
-    """Additive rain streaks: sparse impulses blurred by a rotated line kernel, added and clipped.
-
-    Args:
-        img (ndarray): float32 image in [0, 1].
-        rng (Generator | int): Random generator or seed. Default: 0.
-        density (float | tuple): Streaks per pixel. Default: (0.002, 0.008).
-        length (int | tuple): Streak length in pixels. Default: (10, 30).
-        angle (float | tuple): Streak angle from vertical, degrees. Default: (-25, 25).
-        width (float | tuple): Std of the streak cross-section, pixels. Default: (0.5, 1.2).
-        intensity (float | tuple): Peak brightness a streak adds. Default: (0.25, 0.6).
-        maps (dict | None): Filled with ``rain``: the additive streak layer (H x W, before clipping). Default: None.
-
-    Returns:
-        tuple: (degraded float32 image, {'density', 'length', 'angle', 'width', 'intensity'}).
-    """
-    img, rng, maps = _float_image(img, 'rain'), _as_rng(rng), _check_maps(maps, 'rain')
-    p = {'density': _draw(rng, density, 'rain.density'), 'length': _draw(rng, length, 'rain.length', integer=True),
-         'angle': _draw(rng, angle, 'rain.angle'), 'width': _draw(rng, width, 'rain.width'),
-         'intensity': _draw(rng, intensity, 'rain.intensity')}
-    h, w = img.shape[:2]
-    streaks = _streak_layer(rng, (h, w), p['density'] * h * w, max(1, p['length']), p['angle'], p['width'])
-    layer = streaks * np.float32(p['intensity'])
-    if maps is not None:
-        maps['rain'] = layer
-    out = img + _expand(layer, img)
-    return np.clip(out, 0.0, 1.0, out=out), {k: float(v) for k, v in p.items()}
-
-
-def snow(img, rng=0, density=(0.003, 0.008), size=(0.5, 1.5), fall=(0, 6), angle=(-30.0, 30.0),
-         opacity=(0.7, 1.0), maps=None):
-    """Snow: ``J (1 - M) + M`` with a synthetic flake mask ``M`` in [0, 1].
-
-    Flakes are impulses widened into round Gaussian blobs of std ``size`` (peak kept) and smeared ``fall`` pixels
-    along their fall direction.
-
-    Args:
-        img (ndarray): float32 image in [0, 1].
-        rng (Generator | int): Random generator or seed. Default: 0.
-        density (float | tuple): Flakes per pixel. Default: (0.003, 0.008).
-        size (float | tuple): Flake radius (Gaussian std), pixels. Default: (0.5, 1.5).
-        fall (int | tuple): Motion smear of a flake, pixels (0: round flakes). Default: (0, 6).
-        angle (float | tuple): Fall direction from vertical, degrees. Default: (-30, 30).
-        opacity (float | tuple): Opacity of the densest flake core. Default: (0.7, 1.0).
-        maps (dict | None): Filled with ``snow``: the flake mask ``M`` (H x W, in [0, 1]). Default: None.
-
-    Returns:
-        tuple: (degraded float32 image, {'density', 'size', 'fall', 'angle', 'opacity'}).
-    """
-    img, rng, maps = _float_image(img, 'snow'), _as_rng(rng), _check_maps(maps, 'snow')
-    p = {'density': _draw(rng, density, 'snow.density'), 'size': _draw(rng, size, 'snow.size'),
-         'fall': _draw(rng, fall, 'snow.fall', integer=True), 'angle': _draw(rng, angle, 'snow.angle'),
-         'opacity': _draw(rng, opacity, 'snow.opacity')}
-    h, w = img.shape[:2]
-    mask = _streak_layer(rng, (h, w), p['density'] * h * w, p['fall'] + 1, p['angle'], p['size'])
-    ky = _peak_gaussian(p['size'])  # the streak layer widened the flakes across; round them along too
-    mask = cv2.sepFilter2D(mask, -1, np.ones(1, np.float32), ky, borderType=cv2.BORDER_CONSTANT)
-    mask = np.clip(mask * np.float32(p['opacity']), 0.0, 1.0)
-    if maps is not None:
-        maps['snow'] = mask
-    mask = _expand(mask, img)
-    out = cv2.multiply(img, 1.0 - mask)
-    out += mask
-    return out, {k: float(v) for k, v in p.items()}
-
-
-def synthetic_depth(rng, shape, horizon=(0.3, 0.7), roughness=(0.1, 0.4)):
-    """A normalised depth map in [0, 1] (1 = far): a ground plane receding to a horizon plus smooth relief.
-
-    Args:
-        rng (Generator | int): Random generator or seed.
-        shape (tuple): (H, W).
-        horizon (float | tuple): Height of the horizon as a fraction of H from the top. Default: (0.3, 0.7).
-        roughness (float | tuple): Weight of the low-frequency random relief. Default: (0.1, 0.4).
-
-    Returns:
-        tuple: (H x W float32 depth, {'horizon', 'roughness'}).
-    """
-    rng = _as_rng(rng)
-    hz, rough = _draw(rng, horizon, 'depth.horizon'), _draw(rng, roughness, 'depth.roughness')
-    h, w = shape
-    rows = np.linspace(0.0, 1.0, h, dtype=np.float32)
-    # sky above the horizon is far (1); the ground below comes closer towards the bottom row (0)
-    plane = np.clip((1.0 - rows) / (1.0 - hz), 0.0, 1.0) ** np.float32(0.7)
-    # smooth relief: a 4x4 random grid, bicubic to 32x32, then bilinear to full size (bicubic all the way is 10x
-    # slower and no smoother at this scale)
-    relief = cv2.resize(rng.random((4, 4), dtype=np.float32), (32, 32), interpolation=cv2.INTER_CUBIC)
-    relief = cv2.resize(relief, (w, h), interpolation=cv2.INTER_LINEAR)
-    depth = relief * np.float32(rough)
-    depth += (np.float32(1.0 - rough) * plane)[:, None]
-    low, high = cv2.minMaxLoc(depth)[:2]
-    depth -= np.float32(low)
-    depth *= np.float32(1.0 / max(high - low, 1e-6))
-    return depth, {'horizon': hz, 'roughness': rough}
-
-
-def haze(img, rng=0, beta=(1.0, 2.0), airlight=(0.6, 1.0), depth=None, maps=None):
-    """Atmospheric scattering: ``J t + A (1 - t)``, ``t = exp(-beta d)``.
-
-    Args:
-        img (ndarray): float32 image in [0, 1].
-        rng (Generator | int): Random generator or seed. Default: 0.
-        beta (float | tuple): Scattering coefficient on normalised depth (RESIDE OTS: 0.04-0.2 on metric
-            depth). Default: (1.0, 2.0).
-        airlight (float | tuple): Global atmospheric light ``A`` (grey). Default: (0.6, 1.0).
-        depth (ndarray | None): ``H x W`` (or ``H x W x 1``) depth normalised to [0, 1] (1 = far; values
-            outside are clipped); None draws a :func:`synthetic_depth`. Default: None.
-        maps (dict | None): Filled with ``transmission`` (``t``, H x W) and ``airlight`` (``A``, float).
-            Default: None.
-
-    Returns:
-        tuple: (degraded float32 image, {'beta', 'airlight'} plus the synthetic depth's parameters).
-    """
-    img, rng, maps = _float_image(img, 'haze'), _as_rng(rng), _check_maps(maps, 'haze')
-    p = {'beta': _draw(rng, beta, 'haze.beta'), 'airlight': _draw(rng, airlight, 'haze.airlight')}
-    h, w = img.shape[:2]
-    if depth is None:
-        d, extra = synthetic_depth(rng, (h, w))
-        p.update({f'depth_{k}': v for k, v in extra.items()})
-    else:
-        d = np.asarray(depth, np.float32).reshape(np.shape(depth)[:2])
-        if d.shape != (h, w):
-            raise ValueError(f'haze: depth map {d.shape} does not match the image {(h, w)}')
-        d = np.clip(d, 0.0, 1.0)  # already normalised over the whole image: a crop keeps its depth range
-    t = cv2.exp(d * np.float32(-p['beta']))
-    if maps is not None:
-        maps.update(transmission=t, airlight=p['airlight'])
-    t = _expand(t, img)
-    a = np.float32(p['airlight'])
-    out = cv2.multiply(img - a, t)
-    out += a
-    return out, p
-
+#: keys of a spec's category form, ``{category: low_haze, renderers: {haze: fog}}``.
+CATEGORY_SPEC_KEYS = ('category', 'renderers')
 
 def noise(img, rng=0, sigma=25.0, quantize=False, maps=None):
     """Additive white Gaussian noise of std ``sigma / 255``, clipped to [0, 1].
@@ -327,11 +76,11 @@ def noise(img, rng=0, sigma=25.0, quantize=False, maps=None):
     Returns:
         tuple: (degraded float32 image, {'sigma'}).
     """
-    img, rng, maps = _float_image(img, 'noise'), _as_rng(rng), _check_maps(maps, 'noise')
-    s = _draw(rng, sigma, 'noise.sigma')
+    img, rng, maps = float_image(img, 'noise'), as_rng(rng), check_maps(maps, 'noise')
+    s = draw(rng, sigma, 'noise.sigma')
     if maps is not None:
         maps['noise_sigma'] = s / 255.0
-    out = np.clip(img + _gaussian_field(rng, img.shape, s / 255.0), 0.0, 1.0)
+    out = np.clip(img + gaussian_field(rng, img.shape, s / 255.0), 0.0, 1.0)
     if quantize:
         out = np.round(out * 255.0) / np.float32(255.0)
     return out.astype(np.float32, copy=False), {'sigma': s}
@@ -369,11 +118,11 @@ def blur(img, rng=0, kind=('motion', 'gaussian'), size=(5, 21), angle=(0.0, 180.
     Returns:
         tuple: (degraded float32 image, {'motion' (1.0 or 0.0), 'size', 'angle'}).
     """
-    img, rng, maps = _float_image(img, 'blur'), _as_rng(rng), _check_maps(maps, 'blur')
+    img, rng, maps = float_image(img, 'blur'), as_rng(rng), check_maps(maps, 'blur')
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     chosen = kinds[int(rng.integers(len(kinds)))]
-    size_px = _draw(rng, size, 'blur.size', integer=True) | 1
-    ang = _draw(rng, angle, 'blur.angle')
+    size_px = draw(rng, size, 'blur.size', integer=True) | 1
+    ang = draw(rng, angle, 'blur.angle')
     kernel = blur_kernel(chosen, size_px, ang)
     if maps is not None:
         maps['blur_kernel'] = kernel
@@ -393,8 +142,8 @@ def jpeg(img, rng=0, quality=(30, 95), maps=None):
     Returns:
         tuple: (degraded float32 image, {'quality'}).
     """
-    img, rng, maps = _float_image(img, 'jpeg'), _as_rng(rng), _check_maps(maps, 'jpeg')
-    q = _draw(rng, quality, 'jpeg.quality', integer=True)
+    img, rng, maps = float_image(img, 'jpeg'), as_rng(rng), check_maps(maps, 'jpeg')
+    q = draw(rng, quality, 'jpeg.quality', integer=True)
     if maps is not None:
         maps['jpeg_quality'] = float(q)
     ok, buf = cv2.imencode('.jpg', np.round(np.clip(img, 0, 1) * 255).astype(np.uint8),
@@ -403,38 +152,77 @@ def jpeg(img, rng=0, quality=(30, 95), maps=None):
     return out.reshape(img.shape), {'quality': float(q)}
 
 
-#: degradation name -> function, in :data:`ORDER`.
+
+#: degradation name -> function, in :data:`ORDER` (for low light, rain, snow and haze: the original renderer).
 DEGRADATIONS = {'low_light': low_light, 'rain': rain, 'snow': snow, 'haze': haze, 'noise': noise, 'blur': blur,
                 'jpeg': jpeg}
+#: the arguments of a degradation function that a spec cannot set.
+_NOT_SPEC = ('img', 'rng', 'depth', 'maps')
 
 
-def category_spec(category):
+def _renderer_choice(name, value):
+    """Check the ``renderer`` of degradation ``name``: one renderer name, or a non-empty list of them (one drawn per
+    sample; a name may repeat to weigh it). Returns the name, or a tuple of names."""
+    allowed = renderer_names(name)  # names the degradation when it has no renderers
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f'{name}.renderer must be a renderer name or a non-empty list of names, got {value!r}')
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f'unknown renderer(s) {unknown} for degradation {name!r}; allowed: {", ".join(allowed)}')
+    return value if isinstance(value, str) else tuple(names)
+
+
+def category_spec(category, renderers=None):
     """The synthesis spec of a CDD-11 category name, e.g. ``'low_haze_rain'`` -> low light, rain and haze with
     default parameters.
 
     Args:
         category (str): One of :data:`CDD11_CATEGORIES`.
+        renderers (dict | None): Degradation -> renderer name or list of names (``{low_light: [retinex, camera],
+            haze: fog}``). Every entry is checked; those of degradations the category lacks do not apply, so one
+            mapping can serve every category. Default: None (the original renderers).
 
     Returns:
-        dict: ``{degradation name: {}}``.
+        dict: ``{degradation name: {}}`` (``{'renderer': ...}`` where ``renderers`` names one).
     """
-    if category not in CDD11_CATEGORIES:
+    if not isinstance(category, str) or category not in CDD11_CATEGORIES:
         raise ValueError(f'unknown CDD-11 category {category!r}; expected one of {", ".join(CDD11_CATEGORIES)}')
-    return {CATEGORY_PARTS[part]: {} for part in category.split('_')}
+    if renderers is not None and not isinstance(renderers, dict):
+        raise ValueError(f'renderers must map degradations to renderer names, got {renderers!r}')
+    chosen = {name: _renderer_choice(name, value) for name, value in (renderers or {}).items()}
+    parts = [CATEGORY_PARTS[part] for part in category.split('_')]
+    return {name: ({'renderer': chosen[name]} if name in chosen else {}) for name in parts}
+
+
+def _function(name, kwargs):
+    """The function a spec step calls: the named renderer, else the degradation's own."""
+    choice = kwargs.get('renderer')
+    return DEGRADATIONS[name] if choice is None or isinstance(choice, tuple) else RENDERERS[name][choice]
 
 
 def parse_spec(spec):
     """Validate a synthesis spec and put it in :data:`ORDER`.
 
     Args:
-        spec (str | dict): A CDD-11 category name, or ``{degradation: {param: value}}`` with names from
-            :data:`DEGRADATIONS` and each function's keyword parameters (``{}`` or None: defaults).
+        spec (str | dict): A CDD-11 category name; ``{category: <name>, renderers: {degradation: renderer(s)}}``
+            (:func:`category_spec`); or ``{degradation: {param: value}}`` with names from :data:`DEGRADATIONS` and
+            each function's keyword parameters (``{}`` or None: defaults). For low light, rain, snow and haze the
+            parameters may hold ``renderer``: a name from :data:`RENDERERS` (its parameters may then be set) or a
+            list of names, one drawn per sample (then no other parameter). Values are checked against each
+            parameter's domain here, before anything is rendered.
 
     Returns:
-        tuple: ``((name, kwargs), ...)`` in physical order.
+        tuple: ``((name, kwargs), ...)`` in physical order (``kwargs['renderer']``: a name or a tuple of names).
     """
     if isinstance(spec, str):
         spec = category_spec(spec)
+    elif isinstance(spec, dict) and 'category' in spec:
+        unknown = sorted(set(spec) - set(CATEGORY_SPEC_KEYS))
+        if unknown:
+            raise ValueError(f'unknown key(s) {unknown} in a category synthesis spec; allowed: '
+                             f'{", ".join(CATEGORY_SPEC_KEYS)}')
+        spec = category_spec(spec['category'], spec.get('renderers'))
     if not isinstance(spec, dict) or not spec:
         raise ValueError(f'synthesis spec must be a CDD-11 category name or a non-empty mapping, got {spec!r}')
     steps = []
@@ -444,25 +232,49 @@ def parse_spec(spec):
     for name in ORDER:
         if name not in spec:
             continue
+        if spec[name] is not None and not isinstance(spec[name], dict):
+            raise ValueError(f'the parameters of degradation {name!r} must be a mapping, got {spec[name]!r}')
         kwargs = dict(spec[name] or {})
-        allowed = set(inspect.signature(DEGRADATIONS[name]).parameters) - {'img', 'rng', 'depth', 'maps'}
+        if 'renderer' in kwargs:
+            kwargs['renderer'] = _renderer_choice(name, kwargs['renderer'])
+            if isinstance(kwargs['renderer'], tuple) and len(kwargs) > 1:
+                raise ValueError(f'{name}: renderer is a list {list(kwargs["renderer"])}, so the parameters '
+                                 f'{sorted(set(kwargs) - {"renderer"})} cannot be set (each renderer has its own); '
+                                 'name a single renderer to set them')
+        fn = _function(name, kwargs)
+        allowed = set(inspect.signature(fn).parameters) - set(_NOT_SPEC)
+        allowed |= {'renderer'} if name in RENDERERS else set()
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
-            raise ValueError(f'unknown parameter(s) {unknown} for degradation {name!r}; '
+            which = f' renderer {kwargs["renderer"]!r}' if isinstance(kwargs.get('renderer'), str) else ''
+            raise ValueError(f'unknown parameter(s) {unknown} for degradation {name!r}{which}; '
                              f'allowed: {", ".join(sorted(allowed))}')
+        for key, value in kwargs.items():
+            if key in getattr(fn, 'domains', {}):
+                check_param(value, f'{fn.where}.{key}', fn.domains[key])
         steps.append((name, kwargs))
     return tuple(steps)
 
 
+@functools.cache
+def _takes_depth(fn):
+    return 'depth' in inspect.signature(fn).parameters
+
+
 def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
     """Apply a composite degradation in physical order with a generator derived from ``(seed, index)``.
+
+    A step whose spec names a list of renderers draws one from the generator first; a step with a renderer
+    records it in the drawn values as ``'<degradation>.renderer'`` (a string). A spec without ``renderer`` draws
+    exactly what it drew before renderers existed.
 
     Args:
         img (ndarray): Clean float32 image in [0, 1] (BGR for a spec with JPEG).
         spec (str | dict | tuple): A CDD-11 category name, a spec mapping, or the output of :func:`parse_spec`.
         seed (int): Experiment seed. Default: 0.
         index (int): Sample index. Default: 0.
-        depth (ndarray | None): Depth map for haze (None: synthetic). Default: None.
+        depth (ndarray | None): Depth map for the haze renderers that take one (``scatter``, ``nonhomogeneous``;
+            the empirical ``fog`` and ``glare`` have no depth) (None: synthetic). Default: None.
         return_maps (bool): Also return the physical maps of the composite (see :func:`composite_maps`); the
             degraded image is bit-identical either way. Default: False.
 
@@ -472,35 +284,53 @@ def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
     """
     steps = spec if isinstance(spec, tuple) else parse_spec(spec)
     rng = make_rng(seed, index)
-    clean = out = _float_image(img, 'synthesize')
+    clean = out = float_image(img, 'synthesize')
     drawn, parts = {}, [] if return_maps else None
     for name, kwargs in steps:
-        extra = {'depth': depth} if name == 'haze' else {}
+        fn = DEGRADATIONS[name]
+        if 'renderer' in kwargs:
+            kwargs = dict(kwargs)
+            choice = kwargs.pop('renderer')
+            if isinstance(choice, tuple):
+                choice = choice[int(rng.integers(len(choice)))]
+            fn = RENDERERS[name][choice]
+            drawn[f'{name}.renderer'] = choice
+        extra = {'depth': depth} if _takes_depth(fn) else {}
         if parts is not None:
             parts.append({})
             extra['maps'] = parts[-1]
-        out, params = DEGRADATIONS[name](out, rng, **kwargs, **extra)
+        out, params = fn(out, rng, **kwargs, **extra)
         drawn.update({f'{name}.{k}': v for k, v in params.items()})
     if parts is None:
         return out, drawn
     return out, drawn, composite_maps(clean, out, parts)
 
 
+def _broadcast(value, img):
+    """A number, a per-channel vector or an ``H x W`` (``H x W x C``) map as a float32 array that broadcasts
+    against ``img``."""
+    value = np.asarray(value, np.float32)
+    return expand(value, img) if value.ndim == 2 else value
+
+
 def composite_maps(clean, degraded, parts):
     """Merge the maps of the steps of one composite and add the additive ``layer`` it implies.
 
-    The maps, all ``H x W`` float32 unless said otherwise:
+    The maps (``H x W`` float32 unless said otherwise; each renderer's docstring lists what it fills):
 
-    * ``illumination`` (``L``) and ``gain`` (``L^(gamma - 1)``, in (0, 1]): low light;
-    * ``rain``: the additive streak layer before clipping; ``snow``: the flake mask ``M`` in [0, 1];
-    * ``transmission`` (``t``) and ``airlight`` (``A``, float): haze;
-    * ``noise_sigma`` (float, [0, 1] scale): the std of the Gaussian noise added, low light's and
-      :func:`noise`'s combined as ``sqrt(s1^2 + s2^2)`` (before clipping, and before haze attenuates low light's);
+    * ``illumination`` (``L``, where the model has one) and ``gain`` (``G``, ``H x W`` or ``H x W x C``): low
+      light, ``J G`` being its noise-free output;
+    * ``rain`` and ``snow``: how much rain (snow) covers each pixel: the additive streak layer, a screen layer, an
+      opacity or a cover, per renderer; plus renderer-specific maps (``snow_cover``, ``snow_veil``, ``rain_mist``);
+    * ``transmission`` (``t``, ``H x W``) and ``airlight`` (``A``: a float, C values or a map): haze; plus
+      ``depth`` and ``haze_density`` where the renderer has them;
+    * ``noise_sigma`` (float or map, [0, 1] scale): the std of the noise added, low light's and :func:`noise`'s
+      combined as ``sqrt(s1^2 + s2^2)`` (before clipping, and before haze attenuates low light's);
     * ``blur_kernel`` (k x k) and ``jpeg_quality`` (float) when the spec has blur or JPEG;
     * ``layer`` (shape of the image): the additive layer ``R`` that makes
       ``D = (J G + R) t + A (1 - t)`` exact, i.e. ``R = (D - A (1 - t)) / t - J G`` with ``G = gain``,
       ``t = transmission``, ``A = airlight`` (1, 1 and 0 where the spec has no low light or haze). It holds the
-      rain, the snow (``M (1 - J G)``), the sensor noise and the clipping.
+      rain, the snow, the sensor noise, quantisation and clipping.
 
     Args:
         clean (ndarray): The clean image ``J``.
@@ -514,13 +344,14 @@ def composite_maps(clean, degraded, parts):
     for part in parts:
         for key, value in part.items():
             if key == 'noise_sigma' and key in maps:
-                value = float(np.hypot(maps[key], value))
+                value = np.hypot(maps[key], value)
+                value = float(value) if np.ndim(value) == 0 else value.astype(np.float32)
             maps[key] = value
-    base = clean * _expand(maps['gain'], clean) if 'gain' in maps else clean.copy()
+    base = clean * _broadcast(maps['gain'], clean) if 'gain' in maps else clean.copy()
     layer = degraded.astype(np.float32, copy=True)
     if 'transmission' in maps:
-        t = _expand(maps['transmission'], clean)
-        layer -= np.float32(maps['airlight']) * (1.0 - t)
+        t = _broadcast(maps['transmission'], clean)
+        layer -= _broadcast(maps['airlight'], clean) * (1.0 - t)
         layer /= t
     layer -= base
     maps['layer'] = layer

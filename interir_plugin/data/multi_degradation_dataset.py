@@ -58,9 +58,12 @@ class MultiDegradationPairedDataset(data.Dataset):
             dataroot_gt (str): Folder (or ``.lmdb``) of clean images.
             dataroot_lq (str): Folder (or ``.lmdb``) of degraded images. Exactly one of ``dataroot_lq`` and
                 ``synthesis``.
-            synthesis (str | dict): A CDD-11 category name (``low_haze_rain``) or ``{degradation: {param:
+            synthesis (str | dict): A CDD-11 category name (``low_haze_rain``), ``{degradation: {param:
                 value}}`` with degradations ``low_light, rain, snow, haze, noise, blur, jpeg`` and their function
-                parameters (a number, or ``[low, high]`` drawn uniformly), applied in that physical order.
+                parameters (a number, or ``[low, high]`` drawn uniformly), applied in that physical order, or
+                ``{category: <name>, renderers: {degradation: renderer(s)}}``. Low light, rain, snow and haze
+                take ``renderer``: a formation model of :data:`~interir_plugin.data.renderers.RENDERERS` (then its
+                parameters), or a list of them drawn per sample (docs/data.md, "Renderers").
             io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``. Default: the dataset's ``io_backend``.
             meta_info_file (str): BasicSR meta-info file (first token of each line: a file name relative to the
                 source's input folder, ``dataroot_lq`` for pairs, ``dataroot_gt`` for synthesis) selecting and
@@ -80,8 +83,9 @@ class MultiDegradationPairedDataset(data.Dataset):
             meta_info_file (str): One name list shared by every category. Default: None.
             io_backend (dict): Default: the dataset's ``io_backend``.
         protocol (str | None): A protocol file: a path relative to the current directory, or the name of a file
-            in the repository's ``datasets_meta/`` (``cdd11``, ``three_task``, ``five_task``, ``minicdd``). It
-            gives the ordered label list and, per split, sources and/or a ``cdd11`` entry. Default: None.
+            in the repository's ``datasets_meta/`` (``cdd11``, ``three_task``, ``five_task``, ``minicdd``,
+            ``minicdd_loro``, ``minicdd_renderers``). It gives the ordered label list and, per split, sources
+            and/or a ``cdd11`` entry. Default: None.
         protocol_root (str | None): Data root substituted for ``{root}`` in the protocol's paths. Default: None
             (the protocol's ``default_root``).
         protocol_split (str | None): Split of the protocol file. Default: None (``train`` in the train phase,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
+from interir_plugin.data.degradations import CDD11_CATEGORIES, category_spec, synthesize
 from interir_plugin.utils.images import IMAGE_EXTENSIONS, STORED_CHANNELS, decode, decode_image
 
 #: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
@@ -23,6 +23,15 @@ MINICDD_HELDOUT_PHOTOS = ('grace_hopper', 'camera', 'coins')
 MINICDD_TILES = {'train': (384, 192, 192, 2, 2), 'test': (288, 256, 256, 1, 2), 'heldout': (384, 192, 192, 2, 2)}
 #: MiniCDD's splits and their photos, in the order they are synthesised (each split draws its own indices).
 MINICDD_SPLITS = (('train', MINICDD_TRAIN_PHOTOS), ('test', MINICDD_TEST_PHOTOS), ('heldout', MINICDD_HELDOUT_PHOTOS))
+#: Issue 22's leave-one-renderer-out (LORO) protocol (``datasets_meta/minicdd_loro.yml``): per component, the
+#: renderer held out from training, a new model each, not the original. ``camera``: the only model with a per-channel
+#: colour cast, linear-light shot noise and 8-bit quantisation; ``fog``: transmission unrelated to depth and a patchy
+#: additive airlight, against the dark-channel prior the head's transmission cue rests on; ``occluding``: streaks
+#: that cover the scene (darker than a bright background) instead of adding light, against the white top-hat cue;
+#: ``layers``: falling snow drawn another way (defocused bokeh discs, motion-blurred layers, screen blend).
+LORO_HELDOUT_RENDERERS = {'low_light': 'camera', 'haze': 'fog', 'rain': 'occluding', 'snow': 'layers'}
+#: MiniCDD's stored LORO splits: (folder, the split whose clear tiles it degrades with the held-out renderers).
+MINICDD_LORO_SPLITS = (('loro_heldout', 'heldout'), ('loro_test', 'test'))
 #: PNG compression level of every writer (deterministic bytes for deterministic pixels).
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
@@ -81,7 +90,7 @@ def photo_tiles(img, short_side, tile_h, tile_w, rows, cols):
     return [img[t:t + tile_h, s:s + tile_w] for t in tops for s in lefts]
 
 
-def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_offset=0, desc=None):
+def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_offset=0, desc=None, renderers=None):
     """Write clean images and their synthesised categories in the CDD-11 layout.
 
     Args:
@@ -92,6 +101,8 @@ def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_of
         index_offset (int): Added to the synthesis index (``category number x len(images) + image number``),
             so two splits written with one seed draw different degradations. Default: 0.
         desc (str | None): Progress-bar label. Default: None.
+        renderers (dict | None): Degradation -> renderer name(s) for every category
+            (:func:`~interir_plugin.data.degradations.category_spec`). Default: None (the original renderers).
 
     Returns:
         dict: ``{category: {name: drawn parameters}}``.
@@ -107,20 +118,30 @@ def write_cdd11_split(images, out, categories=CDD11_CATEGORIES, seed=0, index_of
             for ii, (name, img) in enumerate(images):
                 # synthesise from the 8-bit clean image that is stored, so the pair is exactly consistent
                 clean = _to_uint8(img).astype(np.float32) / np.float32(255.0)
-                lq, params = synthesize(clean, category, seed, index_offset + ci * len(images) + ii)
+                spec = category if renderers is None else category_spec(category, renderers)
+                lq, params = synthesize(clean, spec, seed, index_offset + ci * len(images) + ii)
                 _write_png(osp.join(out, category, f'{name}.png'), lq)
                 drawn[category][name] = params
                 bar.update()
     return drawn
 
 
+def minicdd_split_names():
+    """Every folder :func:`make_minicdd` writes: :data:`MINICDD_SPLITS`, then :data:`MINICDD_LORO_SPLITS`."""
+    return tuple(split for split, _ in MINICDD_SPLITS) + tuple(split for split, _ in MINICDD_LORO_SPLITS)
+
+
 def make_minicdd(out, seed=0, force=False):
-    """Build MiniCDD: photos, tiled and degraded into the CDD-11 layout ``out/{train,test,heldout}/...``.
+    """Build MiniCDD: photos, tiled and degraded into the CDD-11 layout ``out/{train,test,heldout}/...``, plus the
+    stored splits of the leave-one-renderer-out protocol ``out/{loro_heldout,loro_test}/...``.
 
     Deterministic for a seed (byte-identical PNGs for given numpy/OpenCV versions). Writes ``out/train``,
-    ``out/test``, ``out/heldout`` (:data:`MINICDD_SPLITS`; the synthesis indices run on from split to split, so no
-    two splits share degradation parameters) and ``out/manifest.json`` (photos, tiles, seed, drawn parameters);
-    other contents of ``out`` are left alone.
+    ``out/test``, ``out/heldout`` (:data:`MINICDD_SPLITS`, the original renderers); then ``out/loro_heldout`` and
+    ``out/loro_test`` (:data:`MINICDD_LORO_SPLITS`): the clear tiles of the held-out and test splits, byte for byte,
+    degraded by the renderers :data:`LORO_HELDOUT_RENDERERS` only. The synthesis indices run on from split to
+    split, so no two splits share degradation parameters, and the first three are what MiniCDD was before the
+    LORO splits existed. ``out/manifest.json`` holds photos, tiles, seed, drawn parameters (with each renderer)
+    and the LORO splits' renderers; other contents of ``out`` are left alone.
 
     Args:
         out (str): Output folder.
@@ -130,14 +151,14 @@ def make_minicdd(out, seed=0, force=False):
     Returns:
         dict: The manifest.
     """
-    targets = [osp.join(out, p) for p in (*(split for split, _ in MINICDD_SPLITS), 'manifest.json')]
+    targets = [osp.join(out, p) for p in (*minicdd_split_names(), 'manifest.json')]
     existing = [p for p in targets if osp.lexists(p)]
     if existing and not force:
         raise OverwriteError(f'{", ".join(existing)} exist(s); pass --force (force=True) to replace')
     for path in existing:
         _delete_if_forced(path, True)
     manifest = {'name': 'MiniCDD', 'seed': int(seed), 'categories': list(CDD11_CATEGORIES), 'splits': {}}
-    offset = 0
+    offset, tiles_of = 0, {}
     for split, photos in MINICDD_SPLITS:
         images = []
         for photo in photos:
@@ -148,8 +169,17 @@ def make_minicdd(out, seed=0, force=False):
         drawn = write_cdd11_split(images, osp.join(out, split), seed=seed, index_offset=offset,
                                   desc=f'MiniCDD {split}')
         offset += len(images) * len(CDD11_CATEGORIES)
+        tiles_of[split] = images
         manifest['splits'][split] = {'photos': list(photos), 'tiles': list(MINICDD_TILES[split]),
                                      'images': [n for n, _ in images], 'params': drawn}
+    for split, source in MINICDD_LORO_SPLITS:
+        images = tiles_of[source]
+        drawn = write_cdd11_split(images, osp.join(out, split), seed=seed, index_offset=offset,
+                                  desc=f'MiniCDD {split}', renderers=LORO_HELDOUT_RENDERERS)
+        offset += len(images) * len(CDD11_CATEGORIES)
+        manifest['splits'][split] = {**{k: v for k, v in manifest['splits'][source].items() if k != 'params'},
+                                     'clear_from': source, 'renderers': dict(LORO_HELDOUT_RENDERERS),
+                                     'params': drawn}
     with open(osp.join(out, 'manifest.json'), 'w', encoding='utf-8') as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest

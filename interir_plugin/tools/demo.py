@@ -3,7 +3,7 @@
 Steps (each printed with its wall time):
 
 1. MiniCDD: built under ``datasets/MiniCDD`` (relative to the current directory, where the option files look
-   for it) by :func:`interir_plugin.data.preparation.make_minicdd` unless its splits exist.
+   for it) by :func:`interir_plugin.data.preparation.make_minicdd` unless its splits (LORO's included) exist.
 2. Training, with BasicSR's trainer, of every model in :data:`DEMO_MODELS` (InterIR-S, a DGUNet of similar size,
    and BasicSR's own RIDNet as the zoo reference) from its shipped MiniCDD recipe, for the same wall-clock
    ``budget`` each (``train.time_budget``: the schedule is spread over the seconds, not the iterations). Every
@@ -89,10 +89,12 @@ class _IterationEcho(logging.Handler):
 
 
 def ensure_minicdd(log=print):
-    """Build MiniCDD under :data:`DATA_ROOT` unless its train, test and heldout splits exist; return its path."""
-    from interir_plugin.data.preparation import MINICDD_SPLITS, make_minicdd
+    """Build MiniCDD under :data:`DATA_ROOT` unless all its splits exist (train, test, heldout and the stored
+    leave-one-renderer-out splits ``loro_heldout``, ``loro_test``; a MiniCDD made before those is rebuilt, its first
+    three splits byte-identical); return its path."""
+    from interir_plugin.data.preparation import make_minicdd, minicdd_split_names
 
-    if all(os.path.isdir(os.path.join(DATA_ROOT, split)) for split, _ in MINICDD_SPLITS):
+    if all(os.path.isdir(os.path.join(DATA_ROOT, split)) for split in minicdd_split_names()):
         log(f'MiniCDD found at {DATA_ROOT}')
     else:
         manifest = make_minicdd(DATA_ROOT, seed=0, force=True)
