@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import photo_crop, write_yaml
 from interir_plugin.archs.econv import EConv
+from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.cli import main
 from interir_plugin.data.degradations import synthesize
 from interir_plugin.tools import audit as A
@@ -408,3 +409,19 @@ def test_protocol_with_a_synthesis_source_and_a_paired_source(tmp_path):
     with pytest.raises(KeyError, match="no split 'test'"):
         A.load_samples(write_yaml(tmp_path / 'p2.yml', {'name': 'p2', 'labels': ['a'], 'default_root': '.',
                                                          'splits': {'train': {'sources': []}}}))
+
+
+@pytest.mark.parametrize('renderer', ['fog', 'glare'])
+def test_airlight_error_against_a_renderer_whose_airlight_is_a_map(tmp_path, renderer):
+    """fog and glare give the airlight as a map: the audit compares the network's per-channel value with its mean."""
+    _cdd_layout(str(tmp_path / 'cdd'), labels=('low',))
+    protocol = write_yaml(tmp_path / 'proto.yml', {
+        'name': 'proto', 'labels': ['haze'], 'default_root': str(tmp_path / 'cdd'),
+        'splits': {'test': {'sources': [
+            {'label': 'haze', 'dataroot_gt': '{root}/clear', 'synthesis': {'haze': {'renderer': renderer}}}]}}})
+    samples, _ = A.load_samples(protocol, seed=1)
+    assert np.ndim(samples[0].maps['airlight']) >= 2  # a map, not a number
+    net = InterIR(num_feat=8, num_stages=1, num_experts=2, expand=1).eval()
+    result = A.audit_network(net, samples, 'labelled', log=lambda *_: None)
+    truth = np.mean([np.mean(s.maps['airlight']) for s in samples])
+    assert 0 <= result['map_error']['airlight'] <= abs(0.8 - truth) + 0.01  # A starts at sigmoid(1.4) = 0.8

@@ -402,13 +402,13 @@ class RoutingProbe:
         self.override = None
 
     def _wrap(self, i, original):
-        def route(x):
+        def route(x, cond=None):
             k = len(self.calls[i])
             if self.override is not None:
                 alpha, gamma = self.override[i][k]
                 self.calls[i].append(None)
                 return alpha.to(x.device), gamma.to(x.device)
-            alpha, gamma = original(x)
+            alpha, gamma = original(x, cond)
             self.calls[i].append((alpha.detach().float().cpu(), gamma.detach().float().cpu()))
             return alpha, gamma
 
@@ -479,8 +479,11 @@ def _map_errors(sample, aux_maps, size):
                 per_stage.append(None)
                 continue
             est = est[0].detach().float().cpu()
-            if key == 'airlight':
-                per_stage.append(float((est.flatten() - sample.maps['airlight']).abs().mean()))
+            if key == 'airlight':  # the network's is one value per channel; a renderer's may be a map (fog, glare)
+                truth = np.asarray(sample.maps['airlight'], np.float32)
+                truth = truth.reshape(-1, truth.shape[-1]).mean(0) if truth.ndim == 3 else truth.mean(
+                    keepdims=True) if truth.ndim == 2 else truth.reshape(-1)
+                per_stage.append(float(np.abs(est.flatten().numpy() - truth).mean()))
                 continue
             est = est[..., :h, :w].numpy()
             truth = sample.maps[key]
