@@ -182,6 +182,24 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.nonfinite_in_a_row = 0
         self.init_time_budget()
 
+    def model_ema(self, decay=0.999):
+        """BasicSR's exponential moving average of the parameters, plus a copy of every buffer.
+
+        BasicSR averages parameters only, so ``net_g_ema`` would keep the buffers it was built with: the recogniser's
+        batch-norm running mean and variance (:class:`~interir_plugin.archs.interir_arch.DegradationRecogniser`)
+        would stay 0 and 1, and validation, ``params_ema`` and ``interir test`` would decide the presence gates on
+        unstandardised statistics. The buffers are copied, not averaged (as timm's ``ModelEmaV3(exclude_buffers=True)``
+        does): running statistics are averages already, and integer counters cannot be averaged.
+
+        Args:
+            decay (float): Weight of the old average; 0 copies ``net_g``. Default: 0.999.
+        """
+        super().model_ema(decay)
+        own = dict(self.get_bare_model(self.net_g).named_buffers())
+        with torch.no_grad():
+            for name, buf in self.net_g_ema.named_buffers():
+                buf.copy_(own[name])
+
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam); a network with a degradation
         recogniser gets it as a second parameter group at ``lr * train.presence_lr_scale``."""

