@@ -78,3 +78,72 @@ def test_ema_tested_model_decides_the_same_presence_gates(tmp_path):
     ema_logits, ema_gates = _gates(model.net_g_ema, x)
     assert torch.allclose(ema_logits, logits, atol=1e-5)
     assert torch.equal(ema_gates, gates)
+
+
+# ----------------------------------------------------------------------------- 2. resume from a CUDA-mapped state
+class _OnCuda(torch.Tensor):
+    """A tensor that reports ``cuda:0`` and refuses host access as a CUDA tensor does (``numpy()`` raises); ``.to``
+    and ``.cpu`` give its data as an ordinary CPU tensor. Stands for what BasicSR's resume loader maps to a GPU."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func == torch.Tensor.device.__get__:  # a new method-wrapper at every lookup
+            return torch.device('cuda', 0)
+        if func == torch.Tensor.numpy:
+            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to "
+                            'host memory first.')
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        return out.as_subclass(torch.Tensor) if isinstance(out, torch.Tensor) else out
+
+
+def _on_cuda(value):
+    """``value`` (nested lists, tuples, dicts) with every tensor wrapped in :class:`_OnCuda`."""
+    if isinstance(value, torch.Tensor):
+        return value.as_subclass(_OnCuda)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cuda(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_cuda(v) for k, v in value.items()}
+    return value
+
+
+def _draws():
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_rng_states_mapped_to_a_gpu_restore(monkeypatch):
+    from interir_plugin.utils.resume import restore_rng_states, rng_states
+
+    torch.manual_seed(3)
+    saved = rng_states()
+    assert saved['torch'].device.type == 'cpu'
+    expected = _draws()
+    _draws()  # move every generator on
+    mapped = _on_cuda(saved)
+    assert mapped['torch'].device.type == 'cuda' and mapped['numpy'][1].device.type == 'cuda'
+    restore_rng_states(mapped)  # before the fix: TypeError from numpy(), then a non-CPU tensor for set_rng_state
+    assert _draws() == expected
+
+
+def test_cuda_rng_states_restored_on_the_devices_there_are(monkeypatch):
+    from interir_plugin.utils import resume
+
+    restored = {}
+
+    def set_rng_state(state, device):
+        assert type(state) is torch.Tensor and state.device.type == 'cpu' and state.dtype == torch.uint8
+        restored[device] = state.clone()
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', set_rng_state)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda states: pytest.fail('restores devices it lacks'))
+    states = {**resume.rng_states(), 'cuda': [torch.arange(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]}
+    resume.restore_rng_states(_on_cuda(states))
+    assert list(restored) == [0] and torch.equal(restored[0], torch.arange(16, dtype=torch.uint8))
