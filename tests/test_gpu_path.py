@@ -147,3 +147,80 @@ def test_cuda_rng_states_restored_on_the_devices_there_are(monkeypatch):
     states = {**resume.rng_states(), 'cuda': [torch.arange(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]}
     resume.restore_rng_states(_on_cuda(states))
     assert list(restored) == [0] and torch.equal(restored[0], torch.arange(16, dtype=torch.uint8))
+
+
+# ------------------------------------------------------------------------ 3. total batch over processes and GPUs
+def _batch_opt(per_gpu, total=None, dist=False, world_size=1, num_gpu=1, name='001_X_B32G1_1k'):
+    train = {'batch_size_per_gpu': per_gpu, **({} if total is None else {'total_batch_size': total})}
+    return {'name': name, 'dist': dist, 'world_size': world_size, 'num_gpu': num_gpu, 'datasets': {'train': train}}
+
+
+@pytest.mark.parametrize('dist,world_size,num_gpu,what', [(True, 4, 1, '4 processes'),
+                                                          (False, 1, 4, '4 GPUs of DataParallel')])
+def test_total_batch_against_processes_and_gpus(dist, world_size, num_gpu, what):
+    from interir_plugin.models.unfolding_model import check_total_batch
+
+    with pytest.raises(ValueError, match=rf'total_batch_size is 32, but this run steps on 128 images: {what}.* '
+                                         r'x batch_size_per_gpu 32.*batch_size_per_gpu: 8 \(= 32 / 4\)'):
+        check_total_batch(_batch_opt(32, 32, dist, world_size, num_gpu))
+    assert check_total_batch(_batch_opt(8, 32, dist, world_size, num_gpu)) == 32
+    with pytest.raises(ValueError, match='32 is not a multiple of 3'):
+        check_total_batch(_batch_opt(8, 32, dist, 3 if dist else 1, 1 if dist else 3))
+    with pytest.raises(ValueError, match='total_batch_size must be a positive int'):
+        check_total_batch(_batch_opt(8, '32', dist, world_size, num_gpu))
+
+
+def test_total_batch_unset_warns_with_both_numbers(monkeypatch):
+    from interir_plugin.models import unfolding_model
+
+    warned = []
+
+    class Logger:
+        def warning(self, message):
+            warned.append(message)
+
+    monkeypatch.setattr(unfolding_model, 'get_root_logger', lambda: Logger())
+    assert unfolding_model.check_total_batch(_batch_opt(32, dist=True, world_size=2)) == 64
+    assert any('total batch 64 = 2 processes x batch_size_per_gpu 32' in w for w in warned)
+    assert any('says total batch 32 on 1 GPU(s); this run steps on 64' in w for w in warned)
+    warned.clear()
+    assert unfolding_model.check_total_batch(_batch_opt(32, num_gpu=0)) == 32 and not warned  # one CPU process
+
+
+def test_model_refuses_a_run_whose_total_batch_differs(tmp_path):
+    opt = _model_opt(tmp_path, network_g={'type': 'InterIR', 'num_feat': 8, 'unshuffle': 4, 'num_stages': 1,
+                                          'num_experts': 1, 'expand': 1, 'recognise': False},
+                     dist=True, world_size=2,
+                     datasets={'train': {'batch_size_per_gpu': 4, 'total_batch_size': 4}})
+    with pytest.raises(ValueError, match=r'datasets.train.total_batch_size is 4, but this run steps on 8 images'):
+        _build_model(opt)
+
+
+def test_total_batch_size_key_is_checked_in_files_and_datasets(tmp_path):
+    import yaml
+
+    from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+    from interir_plugin.tools.options import check_option_file
+
+    def write(datasets):
+        opt = {'name': 'x', 'model_type': 'UnfoldingRestorationModel', 'network_g': {'type': 'InterIR'},
+               'datasets': datasets, 'train': {}}
+        path = tmp_path / 'x.yml'
+        path.write_text(yaml.safe_dump(opt))
+        return str(path)
+
+    train = {'type': 'MultiDegradationPairedDataset', 'batch_size_per_gpu': 8}
+    check_option_file(write({'train': {**train, 'total_batch_size': 32}}), is_train=True)
+    with pytest.raises(ValueError, match='datasets.train.total_batch_size must be a positive int'):
+        check_option_file(write({'train': {**train, 'total_batch_size': 0}}), is_train=True)
+    with pytest.raises(ValueError, match='datasets.val_1.total_batch_size applies to the training set only'):
+        check_option_file(write({'train': train, 'val_1': {'type': 'MultiDegradationPairedDataset',
+                                                            'total_batch_size': 8}}), is_train=True)
+    clear = tmp_path / 'clear'
+    clear.mkdir()
+    import cv2
+    cv2.imwrite(str(clear / 'a.png'), photo_crop('astronaut', (32, 32)))
+    source = [{'label': 'rain', 'dataroot_gt': str(clear), 'synthesis': 'rain'}]
+    MultiDegradationPairedDataset({'phase': 'train', 'gt_size': 16, 'sources': source, 'total_batch_size': 8})
+    with pytest.raises(ValueError, match='total_batch_size applies to training only'):
+        MultiDegradationPairedDataset({'phase': 'val', 'sources': source, 'total_batch_size': 8})

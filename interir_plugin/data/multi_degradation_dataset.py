@@ -14,6 +14,9 @@ from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
 #: keys BasicSR itself puts into or reads from a dataset's options (accepted, not used by the dataset).
 BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
                 'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers')
+#: keys of the training set's options read by the model class, not the dataset (accepted in the train phase):
+#: ``total_batch_size`` (:func:`interir_plugin.models.unfolding_model.check_total_batch`).
+MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
                 'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple')
@@ -107,6 +110,9 @@ class MultiDegradationPairedDataset(data.Dataset):
             ``num_worker_per_gpu``, ``use_shuffle``, ``dataset_enlarge_ratio``, ``prefetch_mode``,
             ``num_prefetch_queue``, ``pin_memory``, ``persistent_workers``): set or read by BasicSR; ``scale``
             must be 1.
+        total_batch_size (int | None): Train only, read by the model class: the recipe's batch per optimizer
+            step over all processes/GPUs, checked against ``world_size`` (or DataParallel's ``num_gpu``) x
+            ``batch_size_per_gpu`` (:func:`interir_plugin.models.unfolding_model.check_total_batch`). Default: None.
 
     At least one of ``sources``, ``cdd11`` and ``protocol`` is required; they are concatenated in that order
     (protocol first). Sampling is encoded in the index space (``len(dataset)`` and the index -> pair table), so
@@ -124,7 +130,7 @@ class MultiDegradationPairedDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        src.check_keys(opt, BASICSR_KEYS + DATASET_KEYS, f'dataset options {opt.get("name", "")!r}'.rstrip())
+        src.check_keys(opt, BASICSR_KEYS + MODEL_KEYS + DATASET_KEYS, f'dataset options {opt.get("name", "")!r}'.rstrip())
         self.opt = opt
         self.phase = opt.get('phase', 'train')
         self.train = self.phase == 'train'
@@ -186,7 +192,7 @@ class MultiDegradationPairedDataset(data.Dataset):
             if opt.get('crop_multiple') is not None:
                 raise ValueError('crop_multiple applies to validation/test images only (training uses gt_size)')
         else:
-            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling'):
+            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size'):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to training only, but this dataset is in phase {self.phase!r}')
             multiple = opt.get('crop_multiple')

@@ -2,6 +2,7 @@
 import difflib
 import math
 import os.path as osp
+import re
 from collections import OrderedDict
 
 import torch
@@ -85,6 +86,56 @@ def check_options(opt):
     check_budget_options(opt)
     val = opt.get('val') or {}
     check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
+    if opt.get('is_train') and 'train' in (opt.get('datasets') or {}):
+        check_total_batch(opt)
+
+
+def check_total_batch(opt):
+    """The images one optimizer step sees, checked against ``datasets.train.total_batch_size`` when it is set.
+
+    ``batch_size_per_gpu`` is per process under a launcher (torchrun, slurm: ``world_size`` processes) and per GPU
+    of ``DataParallel`` without one (``num_gpu`` > 1, ``num_gpu: auto`` included): a file that gives a protocol's
+    total batch as ``batch_size_per_gpu`` trains with N times that batch on N GPUs (and N times the epochs in the
+    same ``total_iter``). ``total_batch_size`` states the protocol's batch; a run whose processes or GPUs give
+    another raises ``ValueError`` naming both numbers and the ``batch_size_per_gpu`` that would match. Without it,
+    a run on several processes or GPUs logs a warning with its total batch, and so does an experiment name whose
+    ``_B<n>G<m>_`` tag gives another total.
+
+    Args:
+        opt (dict): Parsed BasicSR options (``datasets.train``, ``num_gpu``, ``dist``, ``world_size``, ``name``).
+
+    Returns:
+        int: Images per optimizer step over all processes.
+    """
+    train = opt['datasets']['train']
+    per_gpu = train['batch_size_per_gpu']
+    if opt.get('dist', False):
+        count, what = int(opt.get('world_size', 1)), 'processes'
+    else:
+        count, what = max(int(opt.get('num_gpu', 0) or 0), 1), 'GPUs of DataParallel (num_gpu, no launcher)'
+    total = count * per_gpu
+    stated = train.get('total_batch_size')
+    if stated is not None:
+        if isinstance(stated, bool) or not isinstance(stated, int) or stated < 1:
+            raise ValueError(f'option datasets.train.total_batch_size must be a positive int, got {stated!r}')
+        if stated != total:
+            fix = (f'set datasets.train.batch_size_per_gpu: {stated // count} (= {stated} / {count})'
+                   if stated % count == 0 else f'{stated} is not a multiple of {count}: run on a number of '
+                   f'{what.split(" ")[0]} that divides it')
+            raise ValueError(f'option datasets.train.total_batch_size is {stated}, but this run steps on {total} '
+                             f'images: {count} {what} x batch_size_per_gpu {per_gpu}. To keep the recipe, {fix} '
+                             f'(e.g. --force_yml datasets:train:batch_size_per_gpu=...); to change it, change '
+                             f'total_batch_size and total_iter too')
+        return total
+    logger = get_root_logger()
+    if count > 1:
+        logger.warning(f'total batch {total} = {count} {what} x batch_size_per_gpu {per_gpu}; set '
+                       'datasets.train.total_batch_size to the recipe\'s batch to have it checked')
+    tag = re.search(r'_B(\d+)G(\d+)_', str(opt.get('name', '')))
+    if tag and int(tag.group(1)) != total:
+        logger.warning(f'experiment name {opt["name"]} says total batch {tag.group(1)} on {tag.group(2)} GPU(s); '
+                       f'this run steps on {total} images ({count} {what} x batch_size_per_gpu {per_gpu})')
+    return total
 
 
 @MODEL_REGISTRY.register()

@@ -18,7 +18,9 @@ TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'data
 #: (section, key) pairs that must be positive ints when present, and those that must be non-negative ints.
 POSITIVE_INTS = (('train', 'total_iter'), ('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'),
                  ('val', 'val_freq'))
-DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio')
+DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio', 'total_batch_size')
+#: dataset keys that only the training set may have.
+TRAIN_ONLY_DATASET_KEYS = ('total_batch_size',)
 DATASET_NON_NEGATIVE_INTS = ('num_worker_per_gpu',)
 
 
@@ -130,6 +132,9 @@ def check_option_file(path, is_train):
             if value is not None and not (_is_int(value) and value >= low):
                 kind = 'a positive' if low else 'a non-negative'
                 raise ValueError(f'{path}: datasets.{phase}.{key} must be {kind} int, got {value!r}')
+        for key in TRAIN_ONLY_DATASET_KEYS:
+            if phase != 'train' and key in dataset:
+                raise ValueError(f'{path}: datasets.{phase}.{key} applies to the training set only')
     if is_train and 'train' not in opt['datasets']:
         raise ValueError(f'{path}: datasets.train is required for training')
     return opt
