@@ -224,3 +224,83 @@ def test_total_batch_size_key_is_checked_in_files_and_datasets(tmp_path):
     MultiDegradationPairedDataset({'phase': 'train', 'gt_size': 16, 'sources': source, 'total_batch_size': 8})
     with pytest.raises(ValueError, match='total_batch_size applies to training only'):
         MultiDegradationPairedDataset({'phase': 'val', 'sources': source, 'total_batch_size': 8})
+
+
+# ------------------------------------------------------------------------------------------- 4. NCCL timeout
+@pytest.fixture
+def captured_process_group(monkeypatch):
+    """``init_process_group`` replaced by a recorder; torchrun's variables of a one-process job."""
+    import datetime
+
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, 'init_process_group', lambda **kwargs: calls.append(kwargs))
+    for key, value in (('RANK', '0'), ('WORLD_SIZE', '1'), ('LOCAL_RANK', '0'), ('MASTER_ADDR', '127.0.0.1'),
+                       ('MASTER_PORT', '29555')):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    # init_dist sets the 'spawn' start method when none is set: keep this test process's as it is
+    monkeypatch.setattr(torch.multiprocessing, 'set_start_method', lambda method: None)
+    return calls, datetime.timedelta
+
+
+def test_init_dist_passes_the_option_files_timeout(captured_process_group, tmp_path, monkeypatch):
+    import sys
+
+    import yaml
+
+    from interir_plugin import compat
+
+    calls, timedelta = captured_process_group
+    path = tmp_path / 'x.yml'
+    path.write_text(yaml.safe_dump({'name': 'x', 'dist_params': {'backend': 'nccl', 'port': 29500,
+                                                                 'timeout_minutes': 90}}))
+    monkeypatch.setattr(sys, 'argv', ['interir train', '-opt', str(path), '--launcher', 'pytorch'])
+    compat.init_dist('pytorch')  # torchrun: BasicSR passes no dist_params
+    assert calls[-1]['timeout'] == timedelta(minutes=90) and calls[-1]['backend'] == 'gloo'
+    compat.init_dist('pytorch', timeout_minutes=5)  # slurm: BasicSR passes dist_params as keywords
+    assert calls[-1]['timeout'] == timedelta(minutes=5)
+    path.write_text(yaml.safe_dump({'name': 'x'}))
+    compat.init_dist('pytorch')
+    assert calls[-1]['timeout'] == timedelta(minutes=compat.DEFAULT_DIST_TIMEOUT_MINUTES) > timedelta(minutes=10)
+    with pytest.raises(ValueError, match='dist_params.timeout_minutes must be a positive number'):
+        compat.init_dist('pytorch', timeout_minutes=0)
+
+
+def test_basicsr_parse_options_reaches_the_timeout(captured_process_group, tmp_path, monkeypatch):
+    """BasicSR's own ``parse_options`` (what ``interir train --launcher pytorch`` runs) ends in the shim with the file's
+    timeout."""
+    import sys
+
+    import yaml
+    from basicsr.utils.options import parse_options
+
+    calls, timedelta = captured_process_group
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: False)  # get_dist_info: a 1-process view
+    path = tmp_path / 'x.yml'
+    path.write_text(yaml.safe_dump({'name': 'x', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0,
+                                    'manual_seed': 0, 'datasets': {}, 'path': {},
+                                    'dist_params': {'timeout_minutes': 45}}))
+    monkeypatch.setattr(sys, 'argv', ['interir train', '-opt', str(path), '--launcher', 'pytorch'])
+    parse_options(str(tmp_path), is_train=False)
+    assert calls and calls[-1]['timeout'] == timedelta(minutes=45)
+
+
+def test_dist_params_keys_are_checked(tmp_path):
+    import yaml
+
+    from interir_plugin.tools.options import check_option_file
+
+    def check(params):
+        path = tmp_path / 'x.yml'
+        path.write_text(yaml.safe_dump({'name': 'x', 'model_type': 'UnfoldingRestorationModel',
+                                        'network_g': {'type': 'InterIR'}, 'datasets': {'val_1': {
+                                            'type': 'MultiDegradationPairedDataset'}}, 'dist_params': params}))
+        return check_option_file(str(path), is_train=False)
+
+    check({'backend': 'nccl', 'port': 29500, 'timeout_minutes': 120})
+    with pytest.raises(ValueError, match=r"unknown option dist_params.timeout \(did you mean 'timeout_minutes'"):
+        check({'timeout': 120})
+    with pytest.raises(ValueError, match='dist_params.timeout_minutes must be a positive number'):
+        check({'timeout_minutes': -1})
