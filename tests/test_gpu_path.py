@@ -304,3 +304,60 @@ def test_dist_params_keys_are_checked(tmp_path):
         check({'timeout': 120})
     with pytest.raises(ValueError, match='dist_params.timeout_minutes must be a positive number'):
         check({'timeout_minutes': -1})
+
+
+# ------------------------------------------------------------------------------- 5. fresh draws in training
+@pytest.fixture
+def noise_source(tmp_path):
+    import cv2
+
+    clear = tmp_path / 'clear'
+    clear.mkdir()
+    for i, name in enumerate(PHOTO_NAMES[:3]):
+        cv2.imwrite(str(clear / f'{i}.png'), photo_crop(name, (32, 32), 8 * i, 8 * i))
+    return [{'label': 'denoise', 'dataroot_gt': str(clear), 'synthesis': {'noise': {'sigma': [5, 50]}}}]
+
+
+def _dataset(sources, phase, **opt):
+    from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
+
+    extra = {'gt_size': 32, 'use_hflip': False, 'use_rot': False} if phase == 'train' else {}
+    return MultiDegradationPairedDataset({'phase': phase, 'sources': sources, 'seed': 7, **extra, **opt})
+
+
+def _epochs(dataset, workers, persistent=False, epochs=2):
+    """The LQ of index 0 in each of ``epochs`` passes of a data loader (in index order)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                         persistent_workers=persistent and workers > 0,
+                                         multiprocessing_context='fork' if workers else None)
+    return [next(iter(loader))['lq'] for _ in range(epochs)]
+
+
+@pytest.mark.parametrize('workers,persistent', [(0, False), (1, False), (1, True)])
+def test_training_draws_anew_every_epoch_validation_does_not(noise_source, workers, persistent):
+    torch.manual_seed(0)
+    first, second = _epochs(_dataset(noise_source, 'train'), workers, persistent)
+    assert not torch.equal(first, second)  # same index, same crop (whole 32 x 32, no flips): new noise
+    first, second = _epochs(_dataset(noise_source, 'val'), workers, persistent)
+    assert torch.equal(first, second)
+    first, second = _epochs(_dataset(noise_source, 'train', fresh_synthesis=False), workers, persistent)
+    assert torch.equal(first, second)  # the earlier behaviour, on request
+
+
+def test_fresh_draws_follow_the_restored_generators(noise_source):
+    """Kill-and-resume stays exact: a training sample depends only on the generator states a resume restores."""
+    from interir_plugin.utils.resume import restore_rng_states, rng_states
+
+    dataset = _dataset(noise_source, 'train', use_hflip=True, use_rot=True, gt_size=16)
+    torch.manual_seed(11)
+    saved = rng_states()
+    first = [dataset[i]['lq'] for i in range(3)]
+    restore_rng_states(saved)
+    assert all(torch.equal(a, dataset[i]['lq']) for i, a in enumerate(first))
+
+
+def test_fresh_synthesis_key_is_checked(noise_source):
+    with pytest.raises(ValueError, match='fresh_synthesis must be true or false'):
+        _dataset(noise_source, 'train', fresh_synthesis='yes')
+    with pytest.raises(ValueError, match='fresh_synthesis applies to training only'):
+        _dataset(noise_source, 'val', fresh_synthesis=True)

@@ -34,17 +34,21 @@ ORDER = ('low_light', 'rain', 'snow', 'haze', 'noise', 'blur', 'jpeg')
 CATEGORY_PARTS = {'low': 'low_light', 'haze': 'haze', 'rain': 'rain', 'snow': 'snow'}
 
 
-def make_rng(seed, index=0):
-    """A generator that depends on ``(seed, index)`` only (Philox counter-based bit generator).
+def make_rng(seed, index=0, draw=None):
+    """A generator that depends on ``(seed, index)`` only, or on ``(seed, index, draw)`` (Philox counter-based bit
+    generator).
 
     Args:
         seed (int): Experiment seed (non-negative).
         index (int): Sample index (non-negative). Default: 0.
+        draw (int | None): A further non-negative key, e.g. a fresh random number per access in training. Default:
+            None (the generator of ``(seed, index)``, unchanged).
 
     Returns:
         numpy.random.Generator
     """
-    return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(seed), int(index)])))
+    entropy = [int(seed), int(index)] + ([] if draw is None else [int(draw)])
+    return np.random.Generator(np.random.Philox(np.random.SeedSequence(entropy)))
 
 
 def _as_rng(rng):
@@ -454,8 +458,9 @@ def parse_spec(spec):
     return tuple(steps)
 
 
-def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
-    """Apply a composite degradation in physical order with a generator derived from ``(seed, index)``.
+def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False, draw=None):
+    """Apply a composite degradation in physical order with a generator derived from ``(seed, index)`` (and
+    ``draw``).
 
     Args:
         img (ndarray): Clean float32 image in [0, 1] (BGR for a spec with JPEG).
@@ -465,13 +470,15 @@ def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
         depth (ndarray | None): Depth map for haze (None: synthetic). Default: None.
         return_maps (bool): Also return the physical maps of the composite (see :func:`composite_maps`); the
             degraded image is bit-identical either way. Default: False.
+        draw (int | None): Third key of the generator (:func:`make_rng`); the training set passes a fresh random
+            number per access so that an index gets new parameters and noise every epoch. Default: None.
 
     Returns:
         tuple: (degraded float32 image, ``{'<degradation>.<param>': float}``), plus the maps dict when
         ``return_maps``.
     """
     steps = spec if isinstance(spec, tuple) else parse_spec(spec)
-    rng = make_rng(seed, index)
+    rng = make_rng(seed, index, draw)
     clean = out = _float_image(img, 'synthesize')
     drawn, parts = {}, [] if return_maps else None
     for name, kwargs in steps:

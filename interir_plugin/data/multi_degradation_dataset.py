@@ -3,6 +3,7 @@ paired folders, and clean images degraded on the fly by :mod:`interir_plugin.dat
 import json
 import os.path as osp
 
+import torch
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -19,7 +20,8 @@ BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_wor
 MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
-                'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple')
+                'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple',
+                'fresh_synthesis')
 
 
 #: absolute LMDB path -> BasicSR FileClient, one per process (see :func:`lmdb_client`).
@@ -102,8 +104,15 @@ class MultiDegradationPairedDataset(data.Dataset):
         sampling (str): ``proportional`` (each source weighs ``repeat x size``) or ``balanced`` (every label
             equally often: each label's pool is cycled up to the largest one's). Train only. Default:
             'proportional'.
-        seed (int): Seed of the synthesis: a synthesised sample depends only on ``(seed, index)``, whatever the
-            number of workers. Default: 0.
+        seed (int): Seed of the synthesis. In validation and test (and in training with ``fresh_synthesis:
+            false``) a synthesised sample depends only on ``(seed, index)``, whatever the number of workers.
+            Default: 0.
+        fresh_synthesis (bool): Train only: every access draws a new key from torch's generator, so the same index
+            gets new degradation parameters and noise in every epoch (PromptIR draws its noise anew at every
+            access); false: an index maps to the same degradation in every epoch. Torch's generator is the main
+            process's (saved and restored on resume: exact with ``num_worker_per_gpu: 0``) or a worker's (seeded by
+            the data loader from the main process's generator at every epoch, or once with
+            ``persistent_workers``). Default: true.
         crop_multiple (int | None): Validation/test only: crop whole images (top-left) to a multiple of this
             (the 3-task protocol's 16). Default: None.
         phase (str), scale (int), name, type and BasicSR's data-loader keys (``batch_size_per_gpu``,
@@ -118,7 +127,8 @@ class MultiDegradationPairedDataset(data.Dataset):
     (protocol first). Sampling is encoded in the index space (``len(dataset)`` and the index -> pair table), so
     BasicSR's ``EnlargedSampler``, ``dataset_enlarge_ratio`` and distributed training work unchanged. Crop and
     flips use Python's ``random`` as BasicSR does (seeded per worker by BasicSR); the synthesis uses its own
-    generator of ``(seed, index)``, so an index maps to the same degradation in every epoch and process.
+    generator of ``(seed, index)`` plus, in training, a fresh key per access (``fresh_synthesis``), so validation
+    and test samples are the same in every epoch and process and training samples are not repeated.
 
     Example (CDD-11 with a category subset, balanced)::
 
@@ -140,6 +150,9 @@ class MultiDegradationPairedDataset(data.Dataset):
         self.seed = opt.get('seed') or 0
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f'seed must be a non-negative int, got {self.seed!r}')
+        if not isinstance(opt.get('fresh_synthesis', True), bool):
+            raise ValueError(f'fresh_synthesis must be true or false, got {opt["fresh_synthesis"]!r}')
+        self.fresh_synthesis = self.train and opt.get('fresh_synthesis', True)
         io_backend = opt.get('io_backend') or {'type': 'disk'}
         src.check_backend(io_backend, 'dataset')
         self._check_phase_keys(opt)
@@ -192,7 +205,7 @@ class MultiDegradationPairedDataset(data.Dataset):
             if opt.get('crop_multiple') is not None:
                 raise ValueError('crop_multiple applies to validation/test images only (training uses gt_size)')
         else:
-            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size'):
+            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis'):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to training only, but this dataset is in phase {self.phase!r}')
             multiple = opt.get('crop_multiple')
@@ -258,7 +271,9 @@ class MultiDegradationPairedDataset(data.Dataset):
         params = {}
         if s.synthesis is not None:
             depth = pair[1][..., 0] if len(pair) == 2 else None
-            img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth)
+            # a fresh key per access in training (torch's generator: restored on resume), none in val/test
+            draw = int(torch.randint(0, 2 ** 62, ())) if self.fresh_synthesis else None
+            img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth, draw=draw)
             pair = [pair[0], img_lq]
         img_gt, img_lq = img2tensor(pair, bgr2rgb=True, float32=True)
         return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path, 'label': s.label_index,
