@@ -361,3 +361,66 @@ def test_fresh_synthesis_key_is_checked(noise_source):
         _dataset(noise_source, 'train', fresh_synthesis='yes')
     with pytest.raises(ValueError, match='fresh_synthesis applies to training only'):
         _dataset(noise_source, 'val', fresh_synthesis=True)
+
+
+# ------------------------------------------------------------------------------ 8. no host sync before backward
+@pytest.fixture
+def host_syncs(monkeypatch):
+    """Records, in order, ``backward`` calls and every tensor -> Python conversion (``item``, ``bool``, ``float``,
+    ``int``, ``tolist``): each of them waits for the device on a GPU."""
+    events = []
+    for name in ('item', '__bool__', '__float__', '__int__', 'tolist'):
+        original = getattr(torch.Tensor, name)
+
+        def record(self, *args, _name=name, _original=original, **kwargs):
+            events.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, record)
+    backward = torch.Tensor.backward
+
+    def record_backward(self, *args, **kwargs):
+        events.append('backward')
+        return backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, 'backward', record_backward)
+    return events
+
+
+@pytest.mark.parametrize('grad_clip', [None, 1.0])
+def test_finiteness_is_decided_after_backward(tmp_path, host_syncs, grad_clip):
+    model = _build_model(_model_opt(tmp_path, train={'grad_clip': grad_clip}))
+    model.feed_data(_labelled_batch())
+    host_syncs.clear()
+    model.optimize_parameters(1)
+    assert 'backward' in host_syncs
+    before = host_syncs[:host_syncs.index('backward')]
+    assert not before, f'host syncs before backward: {before}'  # before the fix: item() of the finiteness check
+
+
+def test_a_nonfinite_step_is_still_skipped_without_moving_anything(tmp_path):
+    model = _build_model(_model_opt(tmp_path, train={'grad_clip': 1.0}))
+    data = _labelled_batch()
+    data['gt'][0, 0, 0, 0] = float('nan')
+    before = [p.detach().clone() for p in model.net_g.parameters()]
+    ema = [p.detach().clone() for p in model.net_g_ema.parameters()]
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    assert model.nonfinite_steps == 1 and all(p.grad is None for p in model.net_g.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.net_g.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ema, model.net_g_ema.parameters()))
+
+
+def test_dgunet_projection_needs_no_checked_solve(monkeypatch):
+    """``torch.linalg.solve`` checks the factorisation on the host (a sync per merge block on a GPU);
+    ``solve_ex`` gives the same values without the check."""
+    from interir_plugin.archs.dgunet_arch import DGUNet, subspace_projection
+
+    basis, feat = torch.randn(2, 16, 8, 8), torch.randn(2, 5, 8, 8)
+    expected = subspace_projection(basis, feat)
+    monkeypatch.setattr(torch.linalg, 'solve', lambda *a, **k: pytest.fail('torch.linalg.solve syncs the host'))
+    assert torch.equal(subspace_projection(basis, feat), expected)
+    net = DGUNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=2)
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 16, 16))
+    assert torch.isfinite(out[-1]).all()

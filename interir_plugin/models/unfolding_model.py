@@ -321,9 +321,14 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         loss_dict['l_total'] = total
         return total, loss_dict
 
-    def _agreed_finite(self, value):
-        """Whether ``value`` is finite on every process (all ranks must skip together under DDP)."""
-        bad = (~torch.isfinite(value.detach())).float().reshape(1)
+    def _agreed_finite(self, *values):
+        """Whether every one of ``values`` is finite on every process (all ranks must skip together under DDP).
+
+        The one host synchronisation of the check (``.item()``), called after ``backward`` so that it does not stall
+        the device queue before the backward pass is enqueued (as ``torch.amp.GradScaler`` checks for inf once, after
+        unscaling).
+        """
+        bad = sum((~torch.isfinite(v.detach())).any().float() for v in values).reshape(1)
         if self.opt.get('dist', False):
             torch.distributed.all_reduce(bad)
         return bad.item() == 0
@@ -354,18 +359,24 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
             loss_dict['l_presence'] = self.presence_weight * presence_loss(logits, *presence)
             l_total = l_total + loss_dict['l_presence']
             loss_dict['l_total'] = l_total
-        step_ok = self._agreed_finite(l_total)
-        if step_ok:
-            l_total.backward()
-            if self.grad_clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-                loss_dict['grad_norm'] = grad_norm.detach()
-                step_ok = self._agreed_finite(grad_norm)
-                if not step_ok:
-                    self._skip_step(current_iter, f'gradient norm is {grad_norm.item()}')
-        else:
-            bad = ', '.join(f'{k}={v.item()}' for k, v in loss_dict.items() if not torch.isfinite(v).all())
-            self._skip_step(current_iter, f'non-finite loss ({bad})')
+        # backward first, finiteness after: deciding before backward would stall the device for the forward (a host
+        # sync per step); a non-finite loss gives non-finite gradients that the skipped step throws away
+        l_total.backward()
+        checked = [l_total]
+        if self.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            loss_dict['grad_norm'] = grad_norm.detach()
+            checked.append(grad_norm)
+        step_ok = self._agreed_finite(*checked)
+        if not step_ok:  # rare: the extra host reads for the message cost nothing in a finite run
+            own = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+            if own == ['grad_norm']:
+                reason = f'gradient norm is {loss_dict["grad_norm"].item()}'
+            elif own:
+                reason = 'non-finite loss (' + ', '.join(f'{k}={loss_dict[k].item()}' for k in own) + ')'
+            else:
+                reason = 'non-finite loss or gradient norm on another process'
+            self._skip_step(current_iter, reason)
         if step_ok:
             self.optimizer_g.step()
             self.nonfinite_in_a_row = 0
