@@ -424,3 +424,114 @@ def test_dgunet_projection_needs_no_checked_solve(monkeypatch):
     with torch.no_grad():
         out = net(torch.rand(1, 3, 16, 16))
     assert torch.isfinite(out[-1]).all()
+
+
+# --------------------------------------------------------------------------------- 10. --device cuda:i in the tools
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """A CPU process that believes it has two CUDA devices: every move of a tensor or module to a CUDA device is
+    recorded and stays on the CPU; ``torch.cuda.device(i)`` records the current device."""
+    moves, current = [], {'index': 0}
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: current['index'])
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
+    original_to = torch.Tensor.to
+
+    def on_cpu(device):
+        if isinstance(device, (str, torch.device)) and torch.device(device).type == 'cuda':
+            moves.append(torch.device(device))
+            return torch.device('cpu')
+        return device
+
+    def fake_to(self, *args, **kwargs):
+        args = [on_cpu(a) for a in args]
+        if 'device' in kwargs:
+            kwargs['device'] = on_cpu(kwargs['device'])
+        return original_to(self, *args, **kwargs)
+
+    class FakeDeviceContext:
+        def __init__(self, device):
+            self.index = torch.device(device).index if not isinstance(device, int) else device
+
+        def __enter__(self):
+            self.prev, current['index'] = current['index'], (current['index'] if self.index is None else self.index)
+
+        def __exit__(self, *exc):
+            current['index'] = self.prev
+
+    monkeypatch.setattr(torch.Tensor, 'to', fake_to)
+    monkeypatch.setattr(torch.cuda, 'device', FakeDeviceContext)
+    return moves, current
+
+
+def test_resolve_device_keeps_the_index(two_fake_gpus):
+    from interir_plugin.tools.loading import resolve_device
+
+    assert resolve_device('cuda:1') == torch.device('cuda', 1)
+    assert resolve_device('auto') == torch.device('cuda')
+    with pytest.raises(ValueError, match=r"device 'cuda:2' requested but this machine has 2 CUDA device\(s\)"):
+        resolve_device('cuda:2')
+
+
+def test_infer_runs_on_the_device_asked_for(two_fake_gpus, tmp_path):
+    """``interir infer --device cuda:1`` (explain and audit build their model the same way): the network and every
+    input go to cuda:1, nothing to BasicSR's ``torch.device('cuda')`` (the current device, cuda:0)."""
+    import cv2
+    import yaml
+
+    from interir_plugin.cli import main
+
+    moves, _ = two_fake_gpus
+    net_opt = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 1, 'expand': 1, 'recognise': False}
+    path = tmp_path / 'tiny.yml'
+    path.write_text(yaml.safe_dump({'name': 'tiny', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0,
+                                    'network_g': net_opt, 'path': {'pretrain_network_g': None}}))
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), photo_crop('astronaut', (24, 24)))
+    with pytest.warns(UserWarning, match='RANDOM weights'):
+        assert main(['infer', '-opt', str(path), '--input', str(tmp_path / 'in'), '--output',
+                     str(tmp_path / 'out'), '--device', 'cuda:1']) == 0
+    assert (tmp_path / 'out' / 'a.png').is_file()
+    assert moves and set(moves) == {torch.device('cuda', 1)}, moves  # before: the network went to 'cuda'
+
+
+def test_build_restorer_puts_model_and_network_on_the_indexed_device(two_fake_gpus):
+    from interir_plugin.tools.loading import build_restorer, resolve_device
+
+    moves, _ = two_fake_gpus
+    opt = {'name': 'x', 'network_g': {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 1,
+                                      'expand': 1}, 'path': {'pretrain_network_g': None}}
+    with pytest.warns(UserWarning):
+        model = build_restorer(opt, resolve_device('cuda:1'))
+    assert model.device == torch.device('cuda', 1)
+    assert moves and set(moves) == {torch.device('cuda', 1)}
+
+
+def test_bench_runs_basicsr_on_the_device_asked_for(two_fake_gpus, tmp_path, monkeypatch):
+    """BasicSR's test pipeline puts the model on ``torch.device('cuda')``: bench runs it with cuda:1 current."""
+    import yaml
+
+    from interir_plugin.tools import bench as bench_module
+
+    _, current = two_fake_gpus
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def run_basicsr(kind, path, root, force_yml):
+        seen.append((current['index'], force_yml))
+        raise Stop
+
+    monkeypatch.setattr(bench_module, 'run_basicsr', run_basicsr)
+    monkeypatch.setattr(bench_module, 'route_basicsr_log', lambda *a, **k: None)
+    path = tmp_path / 'test_x.yml'
+    path.write_text(yaml.safe_dump({'name': 'x', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 1,
+                                    'network_g': {'type': 'InterIR'}, 'path': {'pretrain_network_g': 'w.pth'},
+                                    'datasets': {'test_1': {'name': 'set', 'type': 'MultiDegradationPairedDataset'}},
+                                    'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}}))
+    with pytest.raises(Stop):
+        bench_module.bench([str(path)], str(tmp_path / 'out'), root=str(tmp_path), device='cuda:1',
+                           log=lambda *a: None)
+    assert seen == [(1, ['model_type=UnfoldingRestorationModel', 'num_gpu=1'])]
