@@ -535,3 +535,65 @@ def test_bench_runs_basicsr_on_the_device_asked_for(two_fake_gpus, tmp_path, mon
         bench_module.bench([str(path)], str(tmp_path / 'out'), root=str(tmp_path), device='cuda:1',
                            log=lambda *a: None)
     assert seen == [(1, ['model_type=UnfoldingRestorationModel', 'num_gpu=1'])]
+
+
+# ------------------------------------------------------------------------- 7. micro-batches; 6. MixUp (recipes)
+def _plain_params(model):
+    return [p.detach().clone() for p in model.net_g.parameters()]
+
+
+def test_micro_batches_give_the_whole_batchs_step(tmp_path):
+    """Two chunks of 2 images step like one batch of 4 (no batch statistics in this InterIR: recognise false)."""
+    net = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 4, 'num_stages': 1, 'num_experts': 2, 'expand': 1,
+           'recognise': False}
+    train = {'ema_decay': 0, 'optim_g': {'type': 'SGD', 'lr': 0.5},
+             'edge_opt': {'type': 'EdgeLoss', 'loss_weight': 0.05}, 'grad_clip': 10.0}
+    data = _labelled_batch()
+    params, logs = [], []
+    for micro in (1, 2):
+        torch.manual_seed(0)
+        model = _build_model(_model_opt(tmp_path, network_g=net, train={**train, 'micro_batches': micro}))
+        model.feed_data(data)
+        model.optimize_parameters(1)
+        params.append(_plain_params(model))
+        logs.append(model.get_current_log())
+    assert any(not torch.equal(a, b) for a, b in zip(params[0], _plain_params(_build_model(
+        _model_opt(tmp_path, network_g=net, train=train)))))  # the step moved the weights
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert logs[0]['l_total'] == pytest.approx(logs[1]['l_total'], rel=1e-5)
+    assert logs[0]['grad_norm'] == pytest.approx(logs[1]['grad_norm'], rel=1e-4)
+
+
+def test_mixup_mixes_input_and_target_alike_from_its_iteration(tmp_path):
+    net = {'type': 'InterIR', 'num_feat': 8, 'unshuffle': 4, 'num_stages': 1, 'num_experts': 1, 'expand': 1,
+           'recognise': False}
+    model = _build_model(_model_opt(tmp_path, network_g=net, train={'mixup': {'from_iter': 3, 'beta': 0.6}}))
+    data = _labelled_batch()
+    model.feed_data(data)
+    model.optimize_parameters(2)
+    assert torch.equal(model.lq, data['lq'])  # before from_iter: untouched
+    torch.manual_seed(4)
+    model.feed_data(data)
+    model.optimize_parameters(3)
+    mixed_gt, mixed_lq = model.gt, model.lq
+    assert not torch.equal(mixed_gt, data['gt'])
+    torch.manual_seed(4)
+    order = torch.randperm(4)
+    lam = torch.distributions.Beta(torch.tensor(0.6), torch.tensor(0.6)).sample((4,)).view(4, 1, 1, 1)
+    torch.testing.assert_close(mixed_gt, lam * data['gt'] + (1 - lam) * data['gt'][order])
+    torch.testing.assert_close(mixed_lq, lam * data['lq'] + (1 - lam) * data['lq'][order])
+    one = model.mix_batch(data['gt'][:1], data['lq'][:1])  # a batch of one (DGUNet's official SIDD batch): unchanged
+    torch.testing.assert_close(one[0], data['gt'][:1]) and torch.testing.assert_close(one[1], data['lq'][:1])
+
+
+@pytest.mark.parametrize('train,match', [
+    ({'micro_batches': 0}, 'train.micro_batches must be a positive int'),
+    ({'mixup': {'from_iter': 0, 'beta': 0.6}}, 'train.mixup.from_iter must be an int >= 1'),
+    ({'mixup': {'from_iter': 5, 'beta': -1}}, 'train.mixup.beta must be a positive number'),
+    ({'mixup': {'from_iter': 5, 'beta': 1, 'alpha': 1}}, 'unknown option train.mixup.alpha'),
+    ({'mixup': {'from_iter': 5, 'beta': 0.6}}, 'train.mixup: network_g InterIR learns presence gates'),
+])
+def test_micro_batch_and_mixup_options_are_checked(tmp_path, train, match):
+    with pytest.raises(ValueError, match=match):
+        _build_model(_model_opt(tmp_path, train=train))

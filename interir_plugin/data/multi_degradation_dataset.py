@@ -140,7 +140,8 @@ class MultiDegradationPairedDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        src.check_keys(opt, BASICSR_KEYS + MODEL_KEYS + DATASET_KEYS, f'dataset options {opt.get("name", "")!r}'.rstrip())
+        src.check_keys(opt, BASICSR_KEYS + MODEL_KEYS + DATASET_KEYS,
+                       f'dataset options {opt.get("name", "")!r}'.rstrip())
         self.opt = opt
         self.phase = opt.get('phase', 'train')
         self.train = self.phase == 'train'

@@ -1,4 +1,5 @@
 """Model class for multi-stage (deep unfolding) restoration networks on BasicSR's trainer."""
+import contextlib
 import difflib
 import math
 import os.path as osp
@@ -25,7 +26,7 @@ from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, ti
 #: docstring. Any other key raises, so a typo never goes unnoticed.
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
               'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
-              'bf16', 'time_budget', 'presence_weight', 'presence_lr_scale')
+              'bf16', 'time_budget', 'presence_weight', 'presence_lr_scale', 'micro_batches', 'mixup')
 #: Keys of ``val:`` read by BasicSR (first) and by this model (second).
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
             'tile', 'tile_overlap', 'self_ensemble', 'val_seconds')
@@ -76,6 +77,10 @@ def check_options(opt):
         value = (opt.get(section) or {}).get(key, False)
         if not isinstance(value, bool):
             raise ValueError(f'option {section}.{key} must be true or false, got {value!r}')
+    micro = train.get('micro_batches', 1)
+    if isinstance(micro, bool) or not isinstance(micro, int) or micro < 1:
+        raise ValueError(f'option train.micro_batches must be a positive int, got {micro!r}')
+    check_mixup(train.get('mixup'))
     for key, default in (('presence_weight', 0.5), ('presence_lr_scale', 10)):
         value = train.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -88,6 +93,22 @@ def check_options(opt):
     check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
     if opt.get('is_train') and 'train' in (opt.get('datasets') or {}):
         check_total_batch(opt)
+
+
+def check_mixup(mixup):
+    """Validate ``train.mixup``: null, or ``{from_iter: int >= 1, beta: positive number}``; raise naming the key."""
+    if mixup is None:
+        return
+    if not isinstance(mixup, dict):
+        raise ValueError(f'option train.mixup must be null or a mapping {{from_iter: N, beta: b}}, got {mixup!r}')
+    for key in mixup:
+        if key not in ('from_iter', 'beta'):
+            raise _unknown_key_error('train.mixup', key, ('from_iter', 'beta'))
+    start, beta = mixup.get('from_iter'), mixup.get('beta')
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+        raise ValueError(f'option train.mixup.from_iter must be an int >= 1, got {start!r}')
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f'option train.mixup.beta must be a positive number, got {beta!r}')
 
 
 def check_total_batch(opt):
@@ -180,6 +201,17 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     - ``train.presence_lr_scale``: the recogniser's parameters form their own optimizer group with this many times
       ``optim_g.lr`` (schedules scale both groups alike): a small classifier of fixed image statistics, it needs a
       larger step than the network (docs/interir.md). Default: 10.
+    - ``train.micro_batches``: split each process's batch into this many chunks, forward and backward one at a time
+      and step once: the same gradient as the whole batch (for mean-reduced losses and networks without batch
+      statistics; the recogniser's batch norm standardises each chunk by its own statistics) with a chunk's
+      activations in memory; under DDP the gradients are all-reduced once per step. Default: 1.
+    - ``train.mixup``: null, or ``{from_iter: N, beta: b}``: from iteration ``N`` on, MixUp of each batch
+      (:meth:`mix_batch`, DGUNet's and MPRNet's denoising recipe); refused for networks with presence gates.
+      Default: None.
+    - ``train.ema_decay``: BasicSR's EMA of the parameters; here the buffers (batch-norm running statistics) are
+      copied too (:meth:`model_ema`).
+    - ``datasets.train.total_batch_size``: checked against the run's processes/GPUs x ``batch_size_per_gpu``
+      (:func:`check_total_batch`). Default: None.
     - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
     - ``val.val_seconds``: with ``val_freq: 1``, validate every this many seconds of training (and when
       ``time_budget`` is spent), appending to ``metrics/curve_<dataset>.csv``; null for BasicSR's ``val_freq``.
@@ -229,6 +261,12 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.grad_clip = train_opt.get('grad_clip')
         self.max_nonfinite_steps = train_opt.get('max_nonfinite_steps', 10)
         self.bf16 = train_opt.get('bf16', False)
+        self.micro_batches = train_opt.get('micro_batches', 1)
+        self.mixup = train_opt.get('mixup')
+        if self.mixup is not None and getattr(self.get_bare_model(self.net_g), 'recognises', False):
+            raise ValueError(f'option train.mixup: network_g {self.opt["network_g"]["type"]} learns presence gates '
+                             'from each image\'s label, and a mixed image has two (set network_g.recognise: false or '
+                             'train.mixup: null)')
         self.nonfinite_steps = 0  # total skipped steps
         self.nonfinite_in_a_row = 0
         self.init_time_budget()
@@ -321,6 +359,59 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         loss_dict['l_total'] = total
         return total, loss_dict
 
+    def _forward_backward(self, presence):
+        """Forward, losses and backward of the batch, in ``train.micro_batches`` chunks; returns the losses (detached,
+        weighted means over the chunks: the full batch's means for mean-reduced losses)."""
+        batch = self.lq.shape[0]
+        count = min(self.micro_batches, batch)
+        parts = [self.lq.chunk(count), self.gt.chunk(count)]
+        if presence is not None:
+            parts += [presence[0].chunk(count), presence[1].chunk(count)]
+        loss_dict, finals = OrderedDict(), []
+        for i, chunk in enumerate(zip(*parts)):
+            lq, gt, targets = chunk[0], chunk[1], chunk[2:] or None
+            # under DDP the gradients are all-reduced once, with the last chunk's backward
+            last = i == count - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.net_g, 'no_sync') else self.net_g.no_sync()
+            with sync:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    if targets is None:
+                        outputs = self.run_network(self.net_g, lq)
+                    else:
+                        outputs, logits = self.run_network(self.net_g, lq, targets[0])
+                l_total, parts_dict = self.compute_losses(outputs, gt)
+                if targets is not None:
+                    parts_dict['l_presence'] = self.presence_weight * presence_loss(logits, *targets)
+                    l_total = l_total + parts_dict['l_presence']
+                    parts_dict['l_total'] = l_total
+                share = lq.shape[0] / batch
+                (l_total * share if count > 1 else l_total).backward()
+            finals.append(outputs[-1].detach())
+            for name, value in parts_dict.items():
+                value = value.detach() * share if count > 1 else value.detach()
+                loss_dict[name] = value if name not in loss_dict else loss_dict[name] + value
+        self.output = finals[0] if count == 1 else torch.cat(finals)
+        return loss_dict
+
+    def mix_batch(self, gt, lq):
+        """MixUp of a training batch (``train.mixup``; MPRNet's and DGUNet's denoising): every pair becomes
+        ``lam * pair + (1 - lam) * another pair of the batch`` (a random permutation), ``lam ~ Beta(beta, beta)`` per
+        pair, the same ``lam`` for input and target. Drawn from torch's CPU generator (restored on resume). A batch
+        of one is mixed with itself: unchanged.
+
+        Args:
+            gt (Tensor): ``B x C x H x W`` targets.
+            lq (Tensor): ``B x C x H x W`` inputs.
+
+        Returns:
+            tuple[Tensor, Tensor]: The mixed targets and inputs.
+        """
+        n, beta = gt.shape[0], float(self.mixup['beta'])
+        order = torch.randperm(n)
+        lam = torch.distributions.Beta(torch.tensor(beta), torch.tensor(beta)).sample((n,)).view(n, 1, 1, 1)
+        order, lam = order.to(gt.device), lam.to(device=gt.device, dtype=gt.dtype)
+        return lam * gt + (1 - lam) * gt[order], lam * lq + (1 - lam) * lq[order]
+
     def _agreed_finite(self, *values):
         """Whether every one of ``values`` is finite on every process (all ranks must skip together under DDP).
 
@@ -347,21 +438,13 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.mixup is not None and current_iter >= self.mixup['from_iter']:
+            self.gt, self.lq = self.mix_batch(self.gt, self.lq)
         presence = self._presence()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            if presence is None:
-                outputs = self.run_network(self.net_g, self.lq)
-            else:
-                outputs, logits = self.run_network(self.net_g, self.lq, presence[0])
-        self.output = outputs[-1].detach()
-        l_total, loss_dict = self.compute_losses(outputs, self.gt)
-        if presence is not None:
-            loss_dict['l_presence'] = self.presence_weight * presence_loss(logits, *presence)
-            l_total = l_total + loss_dict['l_presence']
-            loss_dict['l_total'] = l_total
         # backward first, finiteness after: deciding before backward would stall the device for the forward (a host
         # sync per step); a non-finite loss gives non-finite gradients that the skipped step throws away
-        l_total.backward()
+        loss_dict = self._forward_backward(presence)
+        l_total = loss_dict['l_total']
         checked = [l_total]
         if self.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)

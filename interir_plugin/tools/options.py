@@ -93,7 +93,7 @@ def _check_dist_params(path, params):
         return
     if not isinstance(params, dict):
         raise ValueError(f'{path}: dist_params must be a mapping, got {params!r}')
-    for key, value in params.items():
+    for key in params:
         if key not in DIST_PARAMS_KEYS:
             raise ValueError(f'{path}: unknown option dist_params.{key}{_hint(key, DIST_PARAMS_KEYS)}; '
                              f'allowed: {", ".join(DIST_PARAMS_KEYS)}')
