@@ -597,3 +597,34 @@ def test_mixup_mixes_input_and_target_alike_from_its_iteration(tmp_path):
 def test_micro_batch_and_mixup_options_are_checked(tmp_path, train, match):
     with pytest.raises(ValueError, match=match):
         _build_model(_model_opt(tmp_path, train=train))
+
+
+# ------------------------------------------------------------------------------------ 6. centred test crops
+def test_center_crop_keeps_the_middle_as_airnet_and_promptir(tmp_path):
+    import cv2
+    import numpy as np
+
+    from interir_plugin.data.multi_degradation_dataset import crop_to_multiple
+
+    img = np.arange(37 * 45).reshape(37, 45).astype(np.float32)
+    # PromptIR utils/image_utils.py crop_img: image[crop_h // 2:h - crop_h + crop_h // 2, crop_w // 2:...]
+    assert np.array_equal(crop_to_multiple(img, 16, 'center'), img[2:34, 6:38])
+    assert np.array_equal(crop_to_multiple(img, 16, 'top_left'), img[:32, :32])
+    gt = tmp_path / 'gt'
+    lq = tmp_path / 'lq'
+    gt.mkdir()
+    lq.mkdir()
+    photo = photo_crop('astronaut', (37, 45))
+    cv2.imwrite(str(gt / 'a.png'), photo)
+    cv2.imwrite(str(lq / 'a.png'), photo[::-1].copy())
+    source = [{'label': 'x', 'dataroot_gt': str(gt), 'dataroot_lq': str(lq)}]
+    centre = _dataset(source, 'val', crop_multiple=16, crop_mode='center')[0]
+    corner = _dataset(source, 'val', crop_multiple=16)[0]  # the default stays top-left
+    assert centre['gt'].shape == corner['gt'].shape == (3, 32, 32)
+    expected = torch.from_numpy(photo[2:34, 6:38, ::-1].transpose(2, 0, 1) / 255.).float()
+    torch.testing.assert_close(centre['gt'], expected)
+    assert not torch.equal(centre['gt'], corner['gt'])
+    with pytest.raises(ValueError, match='crop_mode must be one of top_left, center'):
+        _dataset(source, 'val', crop_multiple=16, crop_mode='middle')
+    with pytest.raises(ValueError, match='crop_mode needs crop_multiple'):
+        _dataset(source, 'val', crop_mode='center')

@@ -21,7 +21,32 @@ MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
                 'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple',
-                'fresh_synthesis')
+                'fresh_synthesis', 'crop_mode')
+
+
+#: what ``crop_mode`` may be: which part of a whole image a crop to ``crop_multiple`` keeps.
+CROP_MODES = ('top_left', 'center')
+
+
+def crop_to_multiple(img, multiple, mode='top_left'):
+    """Crop ``img`` (``H x W [x C]``) to the largest multiple of ``multiple`` in height and width.
+
+    Args:
+        img (ndarray): Image.
+        multiple (int): Size multiple.
+        mode (str): ``top_left`` (BasicSR's ``mod_crop``) or ``center`` (AirNet's / PromptIR's ``crop_img``: the
+            top/left margins are ``(h % multiple) // 2`` and ``(w % multiple) // 2``). Default: 'top_left'.
+
+    Returns:
+        ndarray: The crop (a view).
+    """
+    if mode == 'top_left':
+        return mod_crop(img, multiple)
+    if mode != 'center':
+        raise ValueError(f'crop_mode must be one of {", ".join(CROP_MODES)}, got {mode!r}')
+    h, w = img.shape[:2]
+    top, left = (h % multiple) // 2, (w % multiple) // 2
+    return img[top:top + h - h % multiple, left:left + w - w % multiple, ...]
 
 
 #: absolute LMDB path -> BasicSR FileClient, one per process (see :func:`lmdb_client`).
@@ -113,8 +138,12 @@ class MultiDegradationPairedDataset(data.Dataset):
             process's (saved and restored on resume: exact with ``num_worker_per_gpu: 0``) or a worker's (seeded by
             the data loader from the main process's generator at every epoch, or once with
             ``persistent_workers``). Default: true.
-        crop_multiple (int | None): Validation/test only: crop whole images (top-left) to a multiple of this
-            (the 3-task protocol's 16). Default: None.
+        crop_multiple (int | None): Validation/test only: crop whole images to a multiple of this (the 3- and
+            5-task protocols' 16). Default: None.
+        crop_mode (str): Validation/test only, with ``crop_multiple``: which part is kept. ``top_left`` (BasicSR's
+            ``mod_crop``: the bottom rows and right columns go) or ``center`` (as AirNet's and PromptIR's
+            ``crop_img``: ``h % m // 2`` rows go at the top and the rest at the bottom, likewise for columns).
+            Default: 'top_left'.
         phase (str), scale (int), name, type and BasicSR's data-loader keys (``batch_size_per_gpu``,
             ``num_worker_per_gpu``, ``use_shuffle``, ``dataset_enlarge_ratio``, ``prefetch_mode``,
             ``num_prefetch_queue``, ``pin_memory``, ``persistent_workers``): set or read by BasicSR; ``scale``
@@ -203,8 +232,9 @@ class MultiDegradationPairedDataset(data.Dataset):
             if not isinstance(opt.get('gt_size'), int) or opt['gt_size'] < 1:
                 raise ValueError(f'gt_size (training crop size, int) is required in the train phase, '
                                  f'got {opt.get("gt_size")!r}')
-            if opt.get('crop_multiple') is not None:
-                raise ValueError('crop_multiple applies to validation/test images only (training uses gt_size)')
+            for key in ('crop_multiple', 'crop_mode'):
+                if opt.get(key) is not None:
+                    raise ValueError(f'{key} applies to validation/test images only (training uses gt_size)')
         else:
             for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis'):
                 if opt.get(key) is not None:
@@ -212,6 +242,12 @@ class MultiDegradationPairedDataset(data.Dataset):
             multiple = opt.get('crop_multiple')
             if multiple is not None and (not isinstance(multiple, int) or multiple < 1):
                 raise ValueError(f'crop_multiple must be a positive int, got {multiple!r}')
+            mode = opt.get('crop_mode')
+            if mode is not None:
+                if mode not in CROP_MODES:
+                    raise ValueError(f'crop_mode must be one of {", ".join(CROP_MODES)}, got {mode!r}')
+                if multiple is None:
+                    raise ValueError('crop_mode needs crop_multiple (it says which part of the image the crop keeps)')
 
     # ---------------------------------------------------------------------------------------------------- reading
     def _read(self, k, path, client_key, decode=src.decode_image):
@@ -267,7 +303,7 @@ class MultiDegradationPairedDataset(data.Dataset):
             if min(img_gt.shape[:2]) < multiple:
                 raise ValueError(f'{gt_path} ({img_gt.shape[0]} x {img_gt.shape[1]}) is smaller than crop_multiple '
                                  f'{multiple}')
-            pair = [mod_crop(p, multiple) for p in pair]
+            pair = [crop_to_multiple(p, multiple, self.opt.get('crop_mode') or 'top_left') for p in pair]
 
         params = {}
         if s.synthesis is not None:
