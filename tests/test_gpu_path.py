@@ -628,3 +628,52 @@ def test_center_crop_keeps_the_middle_as_airnet_and_promptir(tmp_path):
         _dataset(source, 'val', crop_multiple=16, crop_mode='middle')
     with pytest.raises(ValueError, match='crop_mode needs crop_multiple'):
         _dataset(source, 'val', crop_mode='center')
+
+
+# ------------------------------------------------------------------------ 9. pin_memory, persistent_workers
+def test_loader_keys_are_accepted_and_reach_the_data_loader(noise_source):
+    from basicsr.data import build_dataloader
+
+    opt = {'phase': 'train', 'sources': noise_source, 'gt_size': 16, 'num_worker_per_gpu': 1,
+           'batch_size_per_gpu': 2, 'pin_memory': True, 'persistent_workers': True, 'total_batch_size': 2}
+    dataset = _dataset(noise_source, 'train', **{k: v for k, v in opt.items() if k not in ('phase', 'sources')})
+    loader = build_dataloader(dataset, opt, num_gpu=1, dist=False, sampler=None, seed=0)
+    assert loader.pin_memory is True and loader.persistent_workers is True and loader.num_workers == 1
+
+
+def test_loader_keys_are_checked_in_option_files(tmp_path):
+    import yaml
+
+    from interir_plugin.tools.options import check_option_file
+
+    def check(train, val=None):
+        datasets = {'train': {'type': 'MultiDegradationPairedDataset', 'batch_size_per_gpu': 2, **train}}
+        if val is not None:
+            datasets['val_1'] = {'type': 'MultiDegradationPairedDataset', **val}
+        path = tmp_path / 'x.yml'
+        path.write_text(yaml.safe_dump({'name': 'x', 'model_type': 'UnfoldingRestorationModel',
+                                        'network_g': {'type': 'InterIR'}, 'datasets': datasets, 'train': {}}))
+        return check_option_file(str(path), is_train=True)
+
+    check({'num_worker_per_gpu': 4, 'pin_memory': True, 'persistent_workers': True})
+    with pytest.raises(ValueError, match='datasets.train.pin_memory must be true or false'):
+        check({'num_worker_per_gpu': 4, 'pin_memory': 'yes'})
+    with pytest.raises(ValueError, match='datasets.train.persistent_workers needs worker processes'):
+        check({'num_worker_per_gpu': 0, 'persistent_workers': True})
+    with pytest.raises(ValueError, match='datasets.val_1.persistent_workers needs worker processes'):
+        check({'num_worker_per_gpu': 4}, {'persistent_workers': True})
+
+
+def test_gpu_option_files_memory_count_equals_a_real_cpu_count():
+    """benchmarks/bench_gpu_memory.py counts saved activations under FakeTensorMode: the same bytes as real tensors."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
+    from bench_gpu_memory import activation_bytes
+
+    train = {'pixel_opt': {'type': 'CharbonnierLoss', 'eps': 1e-6}, 'edge_opt': {'type': 'EdgeLoss'},
+             'frequency_opt': {'type': 'FrequencyLoss', 'loss_weight': 0.01}}
+    for net in (GATED, {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}):
+        fake = activation_bytes(net, train, 2, 32, fake=True)
+        real = activation_bytes(net, train, 2, 32, fake=False)
+        assert fake == real and fake['activations'] > 0

@@ -157,6 +157,13 @@ def check_option_file(path, is_train):
         for key in TRAIN_ONLY_DATASET_KEYS:
             if phase != 'train' and key in dataset:
                 raise ValueError(f'{path}: datasets.{phase}.{key} applies to the training set only')
+        for key in ('pin_memory', 'persistent_workers'):
+            if key in dataset and not isinstance(dataset[key], bool):
+                raise ValueError(f'{path}: datasets.{phase}.{key} must be true or false, got {dataset[key]!r}')
+        if dataset.get('persistent_workers') and (phase != 'train' or not dataset.get('num_worker_per_gpu')):
+            # BasicSR's validation loaders have no workers, and torch's DataLoader refuses persistent ones then
+            raise ValueError(f'{path}: datasets.{phase}.persistent_workers needs worker processes: the training set '
+                             'with num_worker_per_gpu > 0 (BasicSR gives validation and test loaders none)')
     if is_train and 'train' not in opt['datasets']:
         raise ValueError(f'{path}: datasets.train is required for training')
     return opt
