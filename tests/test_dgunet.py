@@ -114,13 +114,13 @@ def test_bad_constructor_arguments():
 
 def test_bf16_autocast_runs_and_projection_is_float32(monkeypatch):
     solve_dtypes = []
-    solve = torch.linalg.solve
+    solve = torch.linalg.solve_ex
 
     def recording_solve(a, b, **kwargs):
         solve_dtypes.append((a.dtype, b.dtype))
         return solve(a, b, **kwargs)
 
-    monkeypatch.setattr(torch.linalg, 'solve', recording_solve)
+    monkeypatch.setattr(torch.linalg, 'solve_ex', recording_solve)
     net = DGUNetPlus(**TINY, depth=1)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         outs = net(torch.rand(1, 3, 16, 16))

@@ -23,7 +23,9 @@ def _free_port():
 
 
 def _torchrun(tmp_path, opt_path, out, nan_at=None, resume=False):
-    env = {**os.environ, 'DDP_PROBE_OUT': str(out), 'OMP_NUM_THREADS': '1', 'PYTHONPATH': HERE}
+    # the checkout under test before any installed copy (an editable install may point at another checkout)
+    env = {**os.environ, 'DDP_PROBE_OUT': str(out), 'OMP_NUM_THREADS': '1',
+           'PYTHONPATH': os.pathsep.join([HERE, os.path.dirname(HERE)])}
     if nan_at is not None:
         env['DDP_PROBE_NAN_AT'] = str(nan_at)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',

@@ -21,7 +21,8 @@ SMOKE = {'InterIR-S': 'options/train/InterIR/train_InterIR-S_MiniCDD_smoke.yml',
 #: keys BasicSR's PairedImageDataset and data loader read.
 PAIRED_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
                'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'use_shuffle', 'num_worker_per_gpu',
-               'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers')
+               'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers',
+               'total_batch_size')
 
 
 @pytest.fixture(scope='session')
@@ -65,13 +66,13 @@ def _dataset(dopt, minicdd):
     """Build the dataset if its data is present (MiniCDD: the generated copy); else check its keys."""
     from basicsr.data import build_dataset
 
-    from interir_plugin.data.multi_degradation_dataset import BASICSR_KEYS, DATASET_KEYS
+    from interir_plugin.data.multi_degradation_dataset import BASICSR_KEYS, DATASET_KEYS, MODEL_KEYS
 
     if dopt['type'] == 'MultiDegradationPairedDataset':
         if dopt.get('protocol') == 'minicdd':
             dopt['protocol_root'] = minicdd
         present = os.path.isdir(dopt.get('protocol_root') or '')
-        known = BASICSR_KEYS + DATASET_KEYS
+        known = BASICSR_KEYS + MODEL_KEYS + DATASET_KEYS
     else:
         assert dopt['type'] == 'PairedImageDataset'
         present = all(os.path.isdir(dopt[k]) for k in ('dataroot_gt', 'dataroot_lq'))
@@ -124,6 +125,15 @@ def test_option_file_builds(path, tmp_path, minicdd):
     for dopt in opt['datasets'].values():
         _dataset(dopt, minicdd)
 
+    if is_train:  # the file's total batch is its GPUs x batch per GPU, as written (no launcher: DataParallel)
+        from interir_plugin.models.unfolding_model import check_total_batch
+
+        total = check_total_batch(opt)
+        stated = opt['datasets']['train'].pop('total_batch_size', None)  # the CPU build below has other GPUs
+        assert stated in (None, total)
+        if opt['num_gpu'] != 0 and not opt['train'].get('time_budget'):  # a GPU file states it (issue 25)
+            assert stated == total and opt['datasets']['train'].get('persistent_workers') is True
+            assert opt['datasets']['train'].get('pin_memory') is True and opt['dist_params']['timeout_minutes'] >= 60
     opt['num_gpu'] = 0
     ckpt_key, strict = opt['path']['param_key_g'], opt['path']['strict_load_g']
     opt['path']['pretrain_network_g'] = None

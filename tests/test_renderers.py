@@ -7,6 +7,7 @@ import hashlib
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import photo_crop
 from interir_plugin.data import degradations as deg
@@ -214,11 +215,12 @@ def test_dataset_draws_renderers_per_sample(tmp_path):
 
     (tmp_path / 'clear').mkdir()
     cv2.imwrite(str(tmp_path / 'clear' / 'a.png'), photo_crop('rocket', (48, 48), 100, 200))
-    source = {'label': 'low_haze', 'dataroot_gt': str(tmp_path / 'clear'), 'repeat': 8,
+    source = {'label': 'low_haze', 'dataroot_gt': str(tmp_path / 'clear'), 'repeat': 32,
               'synthesis': {'category': 'low_haze', 'renderers': {'low_light': ['iso', 'spotlight'],
                                                                    'haze': ['glare', 'nonhomogeneous']}}}
     ds = MultiDegradationPairedDataset({'phase': 'train', 'gt_size': 32, 'sources': [source]})
-    params = [json.loads(ds[i]['degradation_params']) for i in range(8)]
+    torch.manual_seed(0)  # training draws anew at every access, from torch's generator
+    params = [json.loads(ds[i]['degradation_params']) for i in range(32)]
     assert {p['low_light.renderer'] for p in params} == {'iso', 'spotlight'}
     assert {p['haze.renderer'] for p in params} == {'glare', 'nonhomogeneous'}
     with pytest.raises(ValueError, match=r"unknown renderer\(s\) \['smog'\]"):

@@ -20,7 +20,8 @@ Decisions where the port differs from the official code (outputs equal to 1e-4 o
   explicit inverse by a ridge-regularised solve ``(V^T V + mu I) X = V^T b`` with ``mu = 1e-5 * trace(V^T V) / 16``
   plus the smallest normal float32: it never fails on a singular basis (degenerate directions are shrunk to
   zero instead of raising), the solved system's condition number stays below about 1.6e6 so float32 is
-  meaningful, and gradients stay bounded. On the reference vectors this moves outputs by at most 2.3e-6.
+  meaningful, and gradients stay bounded. On the reference vectors this moves outputs by at most 2.3e-6. The
+  solve is ``torch.linalg.solve_ex`` (no error check, so no host synchronisation per merge block on a GPU).
 - Every block owns its PReLU. The official code shares one PReLU among many blocks (a Python default argument
   and a per-network ``act``) yet stores it under every block's key with the same value, so separate PReLUs load
   official checkpoints exactly; after fine-tuning they may differ, which the official layout can also store.
@@ -226,7 +227,9 @@ def subspace_projection(basis, feat, ridge=RIDGE):
         gram = v_t @ v_t.transpose(1, 2)  # V^T V: B x K x K
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
         mu = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1) + torch.finfo(gram.dtype).tiny
-        coef = torch.linalg.solve(gram + mu[:, None, None] * eye, v_t @ feat.float().flatten(2).transpose(1, 2))
+        # solve_ex: the same LU solve as linalg.solve without its error check, a host sync per call on a GPU (the
+        # ridge keeps the system non-singular, so there is nothing to check)
+        coef = torch.linalg.solve_ex(gram + mu[:, None, None] * eye, v_t @ feat.float().flatten(2).transpose(1, 2))[0]
         return (v_t.transpose(1, 2) @ coef).transpose(1, 2).reshape(b, c, h, w)  # V coef: B x C x H x W
 
 

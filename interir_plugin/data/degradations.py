@@ -261,8 +261,9 @@ def _takes_depth(fn):
     return 'depth' in inspect.signature(fn).parameters
 
 
-def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
-    """Apply a composite degradation in physical order with a generator derived from ``(seed, index)``.
+def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False, draw=None):
+    """Apply a composite degradation in physical order with a generator derived from ``(seed, index)`` (and
+    ``draw``).
 
     A step whose spec names a list of renderers draws one from the generator first; a step with a renderer
     records it in the drawn values as ``'<degradation>.renderer'`` (a string). A spec without ``renderer`` draws
@@ -277,13 +278,15 @@ def synthesize(img, spec, seed=0, index=0, depth=None, return_maps=False):
             the empirical ``fog`` and ``glare`` have no depth) (None: synthetic). Default: None.
         return_maps (bool): Also return the physical maps of the composite (see :func:`composite_maps`); the
             degraded image is bit-identical either way. Default: False.
+        draw (int | None): Third key of the generator (:func:`make_rng`); the training set passes a fresh random
+            number per access so that an index gets new parameters and noise every epoch. Default: None.
 
     Returns:
         tuple: (degraded float32 image, ``{'<degradation>.<param>': float}``), plus the maps dict when
         ``return_maps``.
     """
     steps = spec if isinstance(spec, tuple) else parse_spec(spec)
-    rng = make_rng(seed, index)
+    rng = make_rng(seed, index, draw)
     clean = out = float_image(img, 'synthesize')
     drawn, parts = {}, [] if return_maps else None
     for name, kwargs in steps:

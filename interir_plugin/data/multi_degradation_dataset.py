@@ -3,6 +3,7 @@ paired folders, and clean images degraded on the fly by :mod:`interir_plugin.dat
 import json
 import os.path as osp
 
+import torch
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -14,9 +15,38 @@ from interir_plugin.data.degradations import CDD11_CATEGORIES, synthesize
 #: keys BasicSR itself puts into or reads from a dataset's options (accepted, not used by the dataset).
 BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
                 'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers')
+#: keys of the training set's options read by the model class, not the dataset (accepted in the train phase):
+#: ``total_batch_size`` (:func:`interir_plugin.models.unfolding_model.check_total_batch`).
+MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
-                'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple')
+                'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple',
+                'fresh_synthesis', 'crop_mode')
+
+
+#: what ``crop_mode`` may be: which part of a whole image a crop to ``crop_multiple`` keeps.
+CROP_MODES = ('top_left', 'center')
+
+
+def crop_to_multiple(img, multiple, mode='top_left'):
+    """Crop ``img`` (``H x W [x C]``) to the largest multiple of ``multiple`` in height and width.
+
+    Args:
+        img (ndarray): Image.
+        multiple (int): Size multiple.
+        mode (str): ``top_left`` (BasicSR's ``mod_crop``) or ``center`` (AirNet's / PromptIR's ``crop_img``: the
+            top/left margins are ``(h % multiple) // 2`` and ``(w % multiple) // 2``). Default: 'top_left'.
+
+    Returns:
+        ndarray: The crop (a view).
+    """
+    if mode == 'top_left':
+        return mod_crop(img, multiple)
+    if mode != 'center':
+        raise ValueError(f'crop_mode must be one of {", ".join(CROP_MODES)}, got {mode!r}')
+    h, w = img.shape[:2]
+    top, left = (h % multiple) // 2, (w % multiple) // 2
+    return img[top:top + h - h % multiple, left:left + w - w % multiple, ...]
 
 
 #: absolute LMDB path -> BasicSR FileClient, one per process (see :func:`lmdb_client`).
@@ -103,20 +133,35 @@ class MultiDegradationPairedDataset(data.Dataset):
         sampling (str): ``proportional`` (each source weighs ``repeat x size``) or ``balanced`` (every label
             equally often: each label's pool is cycled up to the largest one's). Train only. Default:
             'proportional'.
-        seed (int): Seed of the synthesis: a synthesised sample depends only on ``(seed, index)``, whatever the
-            number of workers. Default: 0.
-        crop_multiple (int | None): Validation/test only: crop whole images (top-left) to a multiple of this
-            (the 3-task protocol's 16). Default: None.
+        seed (int): Seed of the synthesis. In validation and test (and in training with ``fresh_synthesis:
+            false``) a synthesised sample depends only on ``(seed, index)``, whatever the number of workers.
+            Default: 0.
+        fresh_synthesis (bool): Train only: every access draws a new key from torch's generator, so the same index
+            gets new degradation parameters and noise in every epoch (PromptIR draws its noise anew at every
+            access); false: an index maps to the same degradation in every epoch. Torch's generator is the main
+            process's (saved and restored on resume: exact with ``num_worker_per_gpu: 0``) or a worker's (seeded by
+            the data loader from the main process's generator at every epoch, or once with
+            ``persistent_workers``). Default: true.
+        crop_multiple (int | None): Validation/test only: crop whole images to a multiple of this (the 3- and
+            5-task protocols' 16). Default: None.
+        crop_mode (str): Validation/test only, with ``crop_multiple``: which part is kept. ``top_left`` (BasicSR's
+            ``mod_crop``: the bottom rows and right columns go) or ``center`` (as AirNet's and PromptIR's
+            ``crop_img``: ``h % m // 2`` rows go at the top and the rest at the bottom, likewise for columns).
+            Default: 'top_left'.
         phase (str), scale (int), name, type and BasicSR's data-loader keys (``batch_size_per_gpu``,
             ``num_worker_per_gpu``, ``use_shuffle``, ``dataset_enlarge_ratio``, ``prefetch_mode``,
             ``num_prefetch_queue``, ``pin_memory``, ``persistent_workers``): set or read by BasicSR; ``scale``
             must be 1.
+        total_batch_size (int | None): Train only, read by the model class: the recipe's batch per optimizer
+            step over all processes/GPUs, checked against ``world_size`` (or DataParallel's ``num_gpu``) x
+            ``batch_size_per_gpu`` (:func:`interir_plugin.models.unfolding_model.check_total_batch`). Default: None.
 
     At least one of ``sources``, ``cdd11`` and ``protocol`` is required; they are concatenated in that order
     (protocol first). Sampling is encoded in the index space (``len(dataset)`` and the index -> pair table), so
     BasicSR's ``EnlargedSampler``, ``dataset_enlarge_ratio`` and distributed training work unchanged. Crop and
     flips use Python's ``random`` as BasicSR does (seeded per worker by BasicSR); the synthesis uses its own
-    generator of ``(seed, index)``, so an index maps to the same degradation in every epoch and process.
+    generator of ``(seed, index)`` plus, in training, a fresh key per access (``fresh_synthesis``), so validation
+    and test samples are the same in every epoch and process and training samples are not repeated.
 
     Example (CDD-11 with a category subset, balanced)::
 
@@ -128,7 +173,8 @@ class MultiDegradationPairedDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        src.check_keys(opt, BASICSR_KEYS + DATASET_KEYS, f'dataset options {opt.get("name", "")!r}'.rstrip())
+        src.check_keys(opt, BASICSR_KEYS + MODEL_KEYS + DATASET_KEYS,
+                       f'dataset options {opt.get("name", "")!r}'.rstrip())
         self.opt = opt
         self.phase = opt.get('phase', 'train')
         self.train = self.phase == 'train'
@@ -138,6 +184,9 @@ class MultiDegradationPairedDataset(data.Dataset):
         self.seed = opt.get('seed') or 0
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f'seed must be a non-negative int, got {self.seed!r}')
+        if not isinstance(opt.get('fresh_synthesis', True), bool):
+            raise ValueError(f'fresh_synthesis must be true or false, got {opt["fresh_synthesis"]!r}')
+        self.fresh_synthesis = self.train and opt.get('fresh_synthesis', True)
         io_backend = opt.get('io_backend') or {'type': 'disk'}
         src.check_backend(io_backend, 'dataset')
         self._check_phase_keys(opt)
@@ -187,15 +236,22 @@ class MultiDegradationPairedDataset(data.Dataset):
             if not isinstance(opt.get('gt_size'), int) or opt['gt_size'] < 1:
                 raise ValueError(f'gt_size (training crop size, int) is required in the train phase, '
                                  f'got {opt.get("gt_size")!r}')
-            if opt.get('crop_multiple') is not None:
-                raise ValueError('crop_multiple applies to validation/test images only (training uses gt_size)')
+            for key in ('crop_multiple', 'crop_mode'):
+                if opt.get(key) is not None:
+                    raise ValueError(f'{key} applies to validation/test images only (training uses gt_size)')
         else:
-            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling'):
+            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis'):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to training only, but this dataset is in phase {self.phase!r}')
             multiple = opt.get('crop_multiple')
             if multiple is not None and (not isinstance(multiple, int) or multiple < 1):
                 raise ValueError(f'crop_multiple must be a positive int, got {multiple!r}')
+            mode = opt.get('crop_mode')
+            if mode is not None:
+                if mode not in CROP_MODES:
+                    raise ValueError(f'crop_mode must be one of {", ".join(CROP_MODES)}, got {mode!r}')
+                if multiple is None:
+                    raise ValueError('crop_mode needs crop_multiple (it says which part of the image the crop keeps)')
 
     # ---------------------------------------------------------------------------------------------------- reading
     def _read(self, k, path, client_key, decode=src.decode_image):
@@ -251,12 +307,14 @@ class MultiDegradationPairedDataset(data.Dataset):
             if min(img_gt.shape[:2]) < multiple:
                 raise ValueError(f'{gt_path} ({img_gt.shape[0]} x {img_gt.shape[1]}) is smaller than crop_multiple '
                                  f'{multiple}')
-            pair = [mod_crop(p, multiple) for p in pair]
+            pair = [crop_to_multiple(p, multiple, self.opt.get('crop_mode') or 'top_left') for p in pair]
 
         params = {}
         if s.synthesis is not None:
             depth = pair[1][..., 0] if len(pair) == 2 else None
-            img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth)
+            # a fresh key per access in training (torch's generator: restored on resume), none in val/test
+            draw = int(torch.randint(0, 2 ** 62, ())) if self.fresh_synthesis else None
+            img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth, draw=draw)
             pair = [pair[0], img_lq]
         img_gt, img_lq = img2tensor(pair, bgr2rgb=True, float32=True)
         return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path, 'label': s.label_index,

@@ -1,7 +1,9 @@
 """Model class for multi-stage (deep unfolding) restoration networks on BasicSR's trainer."""
+import contextlib
 import difflib
 import math
 import os.path as osp
+import re
 from collections import OrderedDict
 
 import torch
@@ -24,7 +26,7 @@ from interir_plugin.utils.tiling import check_tile_options, self_ensemble_x8, ti
 #: docstring. Any other key raises, so a typo never goes unnoticed.
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
               'stage_weights', 'edge_opt', 'frequency_opt', 'clamp_outputs', 'grad_clip', 'max_nonfinite_steps',
-              'bf16', 'time_budget', 'presence_weight', 'presence_lr_scale')
+              'bf16', 'time_budget', 'presence_weight', 'presence_lr_scale', 'micro_batches', 'mixup')
 #: Keys of ``val:`` read by BasicSR (first) and by this model (second).
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix',
             'tile', 'tile_overlap', 'self_ensemble', 'val_seconds')
@@ -75,6 +77,10 @@ def check_options(opt):
         value = (opt.get(section) or {}).get(key, False)
         if not isinstance(value, bool):
             raise ValueError(f'option {section}.{key} must be true or false, got {value!r}')
+    micro = train.get('micro_batches', 1)
+    if isinstance(micro, bool) or not isinstance(micro, int) or micro < 1:
+        raise ValueError(f'option train.micro_batches must be a positive int, got {micro!r}')
+    check_mixup(train.get('mixup'))
     for key, default in (('presence_weight', 0.5), ('presence_lr_scale', 10)):
         value = train.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -85,6 +91,72 @@ def check_options(opt):
     check_budget_options(opt)
     val = opt.get('val') or {}
     check_tile_options(val.get('tile'), val.get('tile_overlap', 32))
+    if opt.get('is_train') and 'train' in (opt.get('datasets') or {}):
+        check_total_batch(opt)
+
+
+def check_mixup(mixup):
+    """Validate ``train.mixup``: null, or ``{from_iter: int >= 1, beta: positive number}``; raise naming the key."""
+    if mixup is None:
+        return
+    if not isinstance(mixup, dict):
+        raise ValueError(f'option train.mixup must be null or a mapping {{from_iter: N, beta: b}}, got {mixup!r}')
+    for key in mixup:
+        if key not in ('from_iter', 'beta'):
+            raise _unknown_key_error('train.mixup', key, ('from_iter', 'beta'))
+    start, beta = mixup.get('from_iter'), mixup.get('beta')
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+        raise ValueError(f'option train.mixup.from_iter must be an int >= 1, got {start!r}')
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f'option train.mixup.beta must be a positive number, got {beta!r}')
+
+
+def check_total_batch(opt):
+    """The images one optimizer step sees, checked against ``datasets.train.total_batch_size`` when it is set.
+
+    ``batch_size_per_gpu`` is per process under a launcher (torchrun, slurm: ``world_size`` processes) and per GPU
+    of ``DataParallel`` without one (``num_gpu`` > 1, ``num_gpu: auto`` included): a file that gives a protocol's
+    total batch as ``batch_size_per_gpu`` trains with N times that batch on N GPUs (and N times the epochs in the
+    same ``total_iter``). ``total_batch_size`` states the protocol's batch; a run whose processes or GPUs give
+    another raises ``ValueError`` naming both numbers and the ``batch_size_per_gpu`` that would match. Without it,
+    a run on several processes or GPUs logs a warning with its total batch, and so does an experiment name whose
+    ``_B<n>G<m>_`` tag gives another total.
+
+    Args:
+        opt (dict): Parsed BasicSR options (``datasets.train``, ``num_gpu``, ``dist``, ``world_size``, ``name``).
+
+    Returns:
+        int: Images per optimizer step over all processes.
+    """
+    train = opt['datasets']['train']
+    per_gpu = train['batch_size_per_gpu']
+    if opt.get('dist', False):
+        count, what = int(opt.get('world_size', 1)), 'processes'
+    else:
+        count, what = max(int(opt.get('num_gpu', 0) or 0), 1), 'GPUs of DataParallel (num_gpu, no launcher)'
+    total = count * per_gpu
+    stated = train.get('total_batch_size')
+    if stated is not None:
+        if isinstance(stated, bool) or not isinstance(stated, int) or stated < 1:
+            raise ValueError(f'option datasets.train.total_batch_size must be a positive int, got {stated!r}')
+        if stated != total:
+            fix = (f'set datasets.train.batch_size_per_gpu: {stated // count} (= {stated} / {count})'
+                   if stated % count == 0 else f'{stated} is not a multiple of {count}: run on a number of '
+                   f'{what.split(" ")[0]} that divides it')
+            raise ValueError(f'option datasets.train.total_batch_size is {stated}, but this run steps on {total} '
+                             f'images: {count} {what} x batch_size_per_gpu {per_gpu}. To keep the recipe, {fix} '
+                             f'(e.g. --force_yml datasets:train:batch_size_per_gpu=...); to change it, change '
+                             f'total_batch_size and total_iter too')
+        return total
+    logger = get_root_logger()
+    if count > 1:
+        logger.warning(f'total batch {total} = {count} {what} x batch_size_per_gpu {per_gpu}; set '
+                       'datasets.train.total_batch_size to the recipe\'s batch to have it checked')
+    tag = re.search(r'_B(\d+)G(\d+)_', str(opt.get('name', '')))
+    if tag and int(tag.group(1)) != total:
+        logger.warning(f'experiment name {opt["name"]} says total batch {tag.group(1)} on {tag.group(2)} GPU(s); '
+                       f'this run steps on {total} images ({count} {what} x batch_size_per_gpu {per_gpu})')
+    return total
 
 
 @MODEL_REGISTRY.register()
@@ -133,6 +205,17 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
     - ``train.presence_lr_scale``: the recogniser's parameters form their own optimizer group with this many times
       ``optim_g.lr`` (schedules scale both groups alike): a small classifier of fixed image statistics, it needs a
       larger step than the network (docs/interir.md). Default: 10.
+    - ``train.micro_batches``: split each process's batch into this many chunks, forward and backward one at a time
+      and step once: the same gradient as the whole batch (for mean-reduced losses and networks without batch
+      statistics; the recogniser's batch norm standardises each chunk by its own statistics) with a chunk's
+      activations in memory; under DDP the gradients are all-reduced once per step. Default: 1.
+    - ``train.mixup``: null, or ``{from_iter: N, beta: b}``: from iteration ``N`` on, MixUp of each batch
+      (:meth:`mix_batch`, DGUNet's and MPRNet's denoising recipe); refused for networks with presence gates.
+      Default: None.
+    - ``train.ema_decay``: BasicSR's EMA of the parameters; here the buffers (batch-norm running statistics) are
+      copied too (:meth:`model_ema`).
+    - ``datasets.train.total_batch_size``: checked against the run's processes/GPUs x ``batch_size_per_gpu``
+      (:func:`check_total_batch`). Default: None.
     - ``val.metrics``, ``val.save_img``, ``val.pbar``, ``val.suffix``, ``val.val_freq``: BasicSR's.
     - ``val.val_seconds``: with ``val_freq: 1``, validate every this many seconds of training (and when
       ``time_budget`` is spent), appending to ``metrics/curve_<dataset>.csv``; null for BasicSR's ``val_freq``.
@@ -183,9 +266,33 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         self.grad_clip = train_opt.get('grad_clip')
         self.max_nonfinite_steps = train_opt.get('max_nonfinite_steps', 10)
         self.bf16 = train_opt.get('bf16', False)
+        self.micro_batches = train_opt.get('micro_batches', 1)
+        self.mixup = train_opt.get('mixup')
+        if self.mixup is not None and getattr(self.get_bare_model(self.net_g), 'recognises', False):
+            raise ValueError(f'option train.mixup: network_g {self.opt["network_g"]["type"]} learns presence gates '
+                             'from each image\'s label, and a mixed image has two (set network_g.recognise: false or '
+                             'train.mixup: null)')
         self.nonfinite_steps = 0  # total skipped steps
         self.nonfinite_in_a_row = 0
         self.init_time_budget()
+
+    def model_ema(self, decay=0.999):
+        """BasicSR's exponential moving average of the parameters, plus a copy of every buffer.
+
+        BasicSR averages parameters only, so ``net_g_ema`` would keep the buffers it was built with: the recogniser's
+        batch-norm running mean and variance (:class:`~interir_plugin.archs.interir_arch.DegradationRecogniser`)
+        would stay 0 and 1, and validation, ``params_ema`` and ``interir test`` would decide the presence gates on
+        unstandardised statistics. The buffers are copied, not averaged (as timm's ``ModelEmaV3(exclude_buffers=True)``
+        does): running statistics are averages already, and integer counters cannot be averaged.
+
+        Args:
+            decay (float): Weight of the old average; 0 copies ``net_g``. Default: 0.999.
+        """
+        super().model_ema(decay)
+        own = dict(self.get_bare_model(self.net_g).named_buffers())
+        with torch.no_grad():
+            for name, buf in self.net_g_ema.named_buffers():
+                buf.copy_(own[name])
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         """Any ``torch.optim`` optimizer by class name (BasicSR 1.4.2 knows only Adam); a network with a degradation
@@ -257,9 +364,67 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
         loss_dict['l_total'] = total
         return total, loss_dict
 
-    def _agreed_finite(self, value):
-        """Whether ``value`` is finite on every process (all ranks must skip together under DDP)."""
-        bad = (~torch.isfinite(value.detach())).float().reshape(1)
+    def _forward_backward(self, presence):
+        """Forward, losses and backward of the batch, in ``train.micro_batches`` chunks; returns the losses (detached,
+        weighted means over the chunks: the full batch's means for mean-reduced losses)."""
+        batch = self.lq.shape[0]
+        count = min(self.micro_batches, batch)
+        parts = [self.lq.chunk(count), self.gt.chunk(count)]
+        if presence is not None:
+            parts += [presence[0].chunk(count), presence[1].chunk(count)]
+        loss_dict, finals = OrderedDict(), []
+        for i, chunk in enumerate(zip(*parts)):
+            lq, gt, targets = chunk[0], chunk[1], chunk[2:] or None
+            # under DDP the gradients are all-reduced once, with the last chunk's backward
+            last = i == count - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.net_g, 'no_sync') else self.net_g.no_sync()
+            with sync:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    if targets is None:
+                        outputs = self.run_network(self.net_g, lq)
+                    else:
+                        outputs, logits = self.run_network(self.net_g, lq, targets[0])
+                l_total, parts_dict = self.compute_losses(outputs, gt)
+                if targets is not None:
+                    parts_dict['l_presence'] = self.cri_presence(logits, *targets)
+                    l_total = l_total + parts_dict['l_presence']
+                    parts_dict['l_total'] = l_total
+                share = lq.shape[0] / batch
+                (l_total * share if count > 1 else l_total).backward()
+            finals.append(outputs[-1].detach())
+            for name, value in parts_dict.items():
+                value = value.detach() * share if count > 1 else value.detach()
+                loss_dict[name] = value if name not in loss_dict else loss_dict[name] + value
+        self.output = finals[0] if count == 1 else torch.cat(finals)
+        return loss_dict
+
+    def mix_batch(self, gt, lq):
+        """MixUp of a training batch (``train.mixup``; MPRNet's and DGUNet's denoising): every pair becomes
+        ``lam * pair + (1 - lam) * another pair of the batch`` (a random permutation), ``lam ~ Beta(beta, beta)`` per
+        pair, the same ``lam`` for input and target. Drawn from torch's CPU generator (restored on resume). A batch
+        of one is mixed with itself: unchanged.
+
+        Args:
+            gt (Tensor): ``B x C x H x W`` targets.
+            lq (Tensor): ``B x C x H x W`` inputs.
+
+        Returns:
+            tuple[Tensor, Tensor]: The mixed targets and inputs.
+        """
+        n, beta = gt.shape[0], float(self.mixup['beta'])
+        order = torch.randperm(n)
+        lam = torch.distributions.Beta(torch.tensor(beta), torch.tensor(beta)).sample((n,)).view(n, 1, 1, 1)
+        order, lam = order.to(gt.device), lam.to(device=gt.device, dtype=gt.dtype)
+        return lam * gt + (1 - lam) * gt[order], lam * lq + (1 - lam) * lq[order]
+
+    def _agreed_finite(self, *values):
+        """Whether every one of ``values`` is finite on every process (all ranks must skip together under DDP).
+
+        The one host synchronisation of the check (``.item()``), called after ``backward`` so that it does not stall
+        the device queue before the backward pass is enqueued (as ``torch.amp.GradScaler`` checks for inf once, after
+        unscaling).
+        """
+        bad = sum((~torch.isfinite(v.detach())).any().float() for v in values).reshape(1)
         if self.opt.get('dist', False):
             torch.distributed.all_reduce(bad)
         return bad.item() == 0
@@ -278,30 +443,28 @@ class UnfoldingRestorationModel(TimeBudgetMixin, SRModel):
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.mixup is not None and current_iter >= self.mixup['from_iter']:
+            self.gt, self.lq = self.mix_batch(self.gt, self.lq)
         presence = self._presence()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            if presence is None:
-                outputs = self.run_network(self.net_g, self.lq)
+        # backward first, finiteness after: deciding before backward would stall the device for the forward (a host
+        # sync per step); a non-finite loss gives non-finite gradients that the skipped step throws away
+        loss_dict = self._forward_backward(presence)
+        l_total = loss_dict['l_total']
+        checked = [l_total]
+        if self.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            loss_dict['grad_norm'] = grad_norm.detach()
+            checked.append(grad_norm)
+        step_ok = self._agreed_finite(*checked)
+        if not step_ok:  # rare: the extra host reads for the message cost nothing in a finite run
+            own = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+            if own == ['grad_norm']:
+                reason = f'gradient norm is {loss_dict["grad_norm"].item()}'
+            elif own:
+                reason = 'non-finite loss (' + ', '.join(f'{k}={loss_dict[k].item()}' for k in own) + ')'
             else:
-                outputs, logits = self.run_network(self.net_g, self.lq, presence[0])
-        self.output = outputs[-1].detach()
-        l_total, loss_dict = self.compute_losses(outputs, self.gt)
-        if presence is not None:
-            loss_dict['l_presence'] = self.cri_presence(logits, *presence)
-            l_total = l_total + loss_dict['l_presence']
-            loss_dict['l_total'] = l_total
-        step_ok = self._agreed_finite(l_total)
-        if step_ok:
-            l_total.backward()
-            if self.grad_clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-                loss_dict['grad_norm'] = grad_norm.detach()
-                step_ok = self._agreed_finite(grad_norm)
-                if not step_ok:
-                    self._skip_step(current_iter, f'gradient norm is {grad_norm.item()}')
-        else:
-            bad = ', '.join(f'{k}={v.item()}' for k, v in loss_dict.items() if not torch.isfinite(v).all())
-            self._skip_step(current_iter, f'non-finite loss ({bad})')
+                reason = 'non-finite loss or gradient norm on another process'
+            self._skip_step(current_iter, reason)
         if step_ok:
             self.optimizer_g.step()
             self.nonfinite_in_a_row = 0

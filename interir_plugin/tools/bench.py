@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from interir_plugin.tools import leaderboard
 from interir_plugin.tools.console import route_basicsr_log
-from interir_plugin.tools.loading import input_channels, resolve_device
+from interir_plugin.tools.loading import device_scope, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.tools.pipelines import run_basicsr
 from interir_plugin.tools.profile import example_input, measure_latency
@@ -157,7 +157,8 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
         csvs = [metrics_csv_path(root, opt, ds['name']) for ds in datasets]
         if rerun or not all(os.path.isfile(p) for p in csvs):
             log(f'testing {opt["name"]} ({path}) ...')
-            run_basicsr('test', path, root, ['model_type=UnfoldingRestorationModel', *device_overrides(dev)])
+            with device_scope(dev):  # BasicSR's model runs on the current CUDA device: make it dev
+                run_basicsr('test', path, root, ['model_type=UnfoldingRestorationModel', *device_overrides(dev)])
             missing = [p for p in csvs if not os.path.isfile(p)]
             if missing:
                 raise RuntimeError(f'{path}: the test run wrote no metrics CSV {missing[0]}')

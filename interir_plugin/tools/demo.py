@@ -32,7 +32,7 @@ import yaml
 
 from interir_plugin.tools.bench import bench, identity_scores
 from interir_plugin.tools.console import route_basicsr_log
-from interir_plugin.tools.loading import resolve_device
+from interir_plugin.tools.loading import device_scope, resolve_device
 from interir_plugin.tools.options import load_option_file
 from interir_plugin.tools.pipelines import run_basicsr
 
@@ -239,7 +239,8 @@ def train_models(paths, out_dir, opt_dir, device, budget, curve_set, steps, log)
                                     f'{"CPU" if device.type == "cpu" else "GPU"} from {shown}'):
             basicsr_logger.addHandler(echo)
             try:
-                spent = run_basicsr('train', file, out_dir)
+                with device_scope(device):  # BasicSR trains on the current CUDA device: make it the one asked for
+                    spent = run_basicsr('train', file, out_dir)
             finally:
                 basicsr_logger.removeHandler(echo)
         log_dir = os.path.join(out_dir, 'experiments', opt['name'])

@@ -6,6 +6,7 @@ to the network's ``size_multiple`` and tiles / self-ensembles as ``val:`` says, 
 return one tensor, so BasicSR's own archs (SwinIR, RIDNet, EDSR, ...) run the same way. ``train:`` and
 ``datasets:`` are not read. No folder is created.
 """
+import contextlib
 import copy
 import os
 import warnings
@@ -20,13 +21,40 @@ _INFERENCE_VAL_KEYS = ('tile', 'tile_overlap', 'self_ensemble')
 
 
 def resolve_device(device='auto'):
-    """``'auto'`` (CUDA if available, else CPU), ``'cpu'`` or ``'cuda[:i]'`` as a ``torch.device``."""
+    """``'auto'`` (CUDA if available, else CPU), ``'cpu'`` or ``'cuda[:i]'`` as a ``torch.device``.
+
+    Args:
+        device (str | torch.device): The device asked for. Default: 'auto'.
+
+    Returns:
+        torch.device: The device, with its index for ``cuda:i``; ``cuda`` alone is the current CUDA device.
+    """
     if device == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     dev = torch.device(device)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'device {device!r} requested but CUDA is not available')
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'device {device!r} requested but CUDA is not available')
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f'device {device!r} requested but this machine has {count} CUDA device(s): '
+                             f'cuda:0 to cuda:{count - 1}')
     return dev
+
+
+def device_scope(device):
+    """A context in which BasicSR's ``torch.device('cuda')`` (models built with ``num_gpu`` > 0) is ``device``.
+
+    BasicSR's models run on ``torch.device('cuda')``, which is the *current* CUDA device: without this, a tool
+    asked for ``cuda:1`` would build and run BasicSR's pipelines on ``cuda:0``.
+
+    Args:
+        device (torch.device): From :func:`resolve_device`.
+
+    Returns:
+        contextlib.AbstractContextManager: ``torch.cuda.device(device)`` for a CUDA device, else a no-op context.
+    """
+    return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
 
 
 def input_channels(network_opt):
@@ -40,9 +68,12 @@ def input_channels(network_opt):
 def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=None, weights=True):
     """Test-mode options for :class:`UnfoldingRestorationModel` built from any option file's contents.
 
+    The model is built on the CPU (``num_gpu: 0``: the weights are loaded there) and moved to the device by
+    :func:`build_restorer`, so that nothing lands on ``cuda:0`` when another device is asked for.
+
     Args:
         opt (dict): Options as read by :func:`~interir_plugin.tools.options.load_option_file` (not modified).
-        device (torch.device): Where the network runs.
+        device (torch.device): Where the network runs (the options do not depend on it).
         tile (int, optional): Overrides ``val.tile``. Default: None (keep the file's).
         tile_overlap (int, optional): Overrides ``val.tile_overlap``. Default: None (keep the file's).
         self_ensemble (bool, optional): Overrides ``val.self_ensemble``. Default: None (keep the file's).
@@ -62,7 +93,7 @@ def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=N
         path['pretrain_network_g'] = os.path.expanduser(path['pretrain_network_g'])
     return {'name': opt.get('name', 'interir_tool'), 'model_type': 'UnfoldingRestorationModel',
             'network_g': copy.deepcopy(opt['network_g']), 'path': path, 'val': val, 'is_train': False,
-            'dist': False, 'rank': 0, 'world_size': 1, 'num_gpu': 1 if device.type == 'cuda' else 0}
+            'dist': False, 'rank': 0, 'world_size': 1, 'num_gpu': 0}
 
 
 def build_restorer(opt, device, option_path='option file', require_weights=False, **overrides):
@@ -70,7 +101,8 @@ def build_restorer(opt, device, option_path='option file', require_weights=False
 
     Args:
         opt (dict): Options as read by :func:`~interir_plugin.tools.options.load_option_file`.
-        device (torch.device): Device; the model picks ``cuda`` for any CUDA device (BasicSR's rule).
+        device (torch.device): Device the network and ``model.device`` are on (``cuda:i`` is honoured; BasicSR's
+            own rule would put every CUDA model on the current device).
         option_path (str): The option file's name, for messages. Default: 'option file'.
         require_weights (bool): Raise if ``path.pretrain_network_g`` is unset instead of warning that the network
             is randomly initialised. Default: False.
@@ -85,4 +117,7 @@ def build_restorer(opt, device, option_path='option file', require_weights=False
         if require_weights:
             raise ValueError(message)
         warnings.warn(message, stacklevel=2)
-    return build_model(inference_options(opt, device, **overrides))
+    model = build_model(inference_options(opt, device, **overrides))  # on the CPU, weights loaded
+    model.net_g = model.net_g.to(device)
+    model.device = device  # feed_data and the tools move inputs to model.device
+    return model

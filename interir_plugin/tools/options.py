@@ -18,8 +18,13 @@ TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'data
 #: (section, key) pairs that must be positive ints when present, and those that must be non-negative ints.
 POSITIVE_INTS = (('train', 'total_iter'), ('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'),
                  ('val', 'val_freq'))
-DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio')
+DATASET_POSITIVE_INTS = ('batch_size_per_gpu', 'gt_size', 'dataset_enlarge_ratio', 'total_batch_size')
+#: dataset keys that only the training set may have.
+TRAIN_ONLY_DATASET_KEYS = ('total_batch_size',)
 DATASET_NON_NEGATIVE_INTS = ('num_worker_per_gpu',)
+#: keys of ``dist_params``: BasicSR's (``backend``, ``port``; passed to ``init_dist`` under slurm) and the collective
+#: timeout (:func:`interir_plugin.compat.dist_timeout_minutes`, read under every launcher).
+DIST_PARAMS_KEYS = ('backend', 'port', 'timeout_minutes')
 
 
 class OptionFileError(ValueError):
@@ -82,6 +87,24 @@ def _check_kwargs(path, section, cls, kwargs):
                              f'it accepts {", ".join(known)}')
 
 
+def _check_dist_params(path, params):
+    """``dist_params``: a mapping of ``backend`` (str), ``port`` (int) and ``timeout_minutes`` (positive number)."""
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise ValueError(f'{path}: dist_params must be a mapping, got {params!r}')
+    for key in params:
+        if key not in DIST_PARAMS_KEYS:
+            raise ValueError(f'{path}: unknown option dist_params.{key}{_hint(key, DIST_PARAMS_KEYS)}; '
+                             f'allowed: {", ".join(DIST_PARAMS_KEYS)}')
+    timeout = params.get('timeout_minutes')
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f'{path}: dist_params.timeout_minutes must be a positive number, got {timeout!r}')
+    port = params.get('port')
+    if port is not None and not (_is_int(port) and 0 < port < 65536):
+        raise ValueError(f'{path}: dist_params.port must be an int in 1..65535, got {port!r}')
+
+
 def check_option_file(path, is_train):
     """Validate the parts of an option file that BasicSR itself never checks; raise ``ValueError`` naming the file
     and the key at fault.
@@ -116,6 +139,7 @@ def check_option_file(path, is_train):
         value = (opt.get(section) or {}).get(key)
         if value is not None and not (_is_int(value) and value > 0):
             raise ValueError(f'{path}: {section}.{key} must be a positive int, got {value!r}')
+    _check_dist_params(path, opt.get('dist_params'))
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise ValueError(f'{path}: datasets must be a non-empty mapping of phases (train, val_1, test_1, ...)')
     for phase, dataset in opt['datasets'].items():
@@ -130,6 +154,16 @@ def check_option_file(path, is_train):
             if value is not None and not (_is_int(value) and value >= low):
                 kind = 'a positive' if low else 'a non-negative'
                 raise ValueError(f'{path}: datasets.{phase}.{key} must be {kind} int, got {value!r}')
+        for key in TRAIN_ONLY_DATASET_KEYS:
+            if phase != 'train' and key in dataset:
+                raise ValueError(f'{path}: datasets.{phase}.{key} applies to the training set only')
+        for key in ('pin_memory', 'persistent_workers'):
+            if key in dataset and not isinstance(dataset[key], bool):
+                raise ValueError(f'{path}: datasets.{phase}.{key} must be true or false, got {dataset[key]!r}')
+        if dataset.get('persistent_workers') and (phase != 'train' or not dataset.get('num_worker_per_gpu')):
+            # BasicSR's validation loaders have no workers, and torch's DataLoader refuses persistent ones then
+            raise ValueError(f'{path}: datasets.{phase}.persistent_workers needs worker processes: the training set '
+                             'with num_worker_per_gpu > 0 (BasicSR gives validation and test loaders none)')
     if is_train and 'train' not in opt['datasets']:
         raise ValueError(f'{path}: datasets.train is required for training')
     return opt

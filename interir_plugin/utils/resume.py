@@ -42,15 +42,35 @@ def rng_states():
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
+def _host_bytes(state):
+    """A generator state as torch's setters want it: a CPU ``uint8`` tensor, wherever the state was mapped to."""
+    return state.detach().to(device='cpu', dtype=torch.uint8)
+
+
 def restore_rng_states(states):
-    """Set this process's random generators to ``states`` (from :func:`rng_states`)."""
+    """Set this process's random generators to ``states`` (from :func:`rng_states`).
+
+    The states may come from a training state loaded onto a GPU (BasicSR maps a resume state to the current CUDA
+    device): every tensor is copied to the CPU first (the generators' setters accept CPU byte tensors only, and NumPy
+    reads host memory). CUDA generator states are restored on as many devices as this process has and the state
+    holds; none without CUDA.
+
+    Args:
+        states (dict): ``python``, ``numpy``, ``torch`` and ``cuda`` entries as written by :func:`rng_states`.
+    """
     version, internal, gauss = states['python']
     random.setstate((version, tuple(internal), gauss))
     name, key, *rest = states['numpy']
-    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(states['torch'])
-    if states['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
+    np.random.set_state((name, key.detach().cpu().numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(_host_bytes(states['torch']))
+    cuda = list(states['cuda'] or ())
+    if cuda and torch.cuda.is_available():
+        count = min(len(cuda), torch.cuda.device_count())
+        if count != len(cuda):
+            get_root_logger().warning(f'resume: the state holds the CUDA generators of {len(cuda)} devices, this '
+                                      f'process sees {torch.cuda.device_count()}; the first {count} are restored')
+        for index in range(count):
+            torch.cuda.set_rng_state(_host_bytes(cuda[index]), index)
 
 
 def gathered_rng_states(dist):

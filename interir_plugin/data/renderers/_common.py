@@ -60,17 +60,21 @@ def register(component, name, where=None, **domains):
     return wrap
 
 
-def make_rng(seed, index=0):
-    """A generator that depends on ``(seed, index)`` only (Philox counter-based bit generator).
+def make_rng(seed, index=0, draw=None):
+    """A generator that depends on ``(seed, index)`` only, or on ``(seed, index, draw)`` (Philox counter-based bit
+    generator).
 
     Args:
         seed (int): Experiment seed (non-negative).
         index (int): Sample index (non-negative). Default: 0.
+        draw (int | None): A further non-negative key, e.g. a fresh random number per access in training. Default:
+            None (the generator of ``(seed, index)``, unchanged).
 
     Returns:
         numpy.random.Generator
     """
-    return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(seed), int(index)])))
+    entropy = [int(seed), int(index)] + ([] if draw is None else [int(draw)])
+    return np.random.Generator(np.random.Philox(np.random.SeedSequence(entropy)))
 
 
 def as_rng(rng):
