@@ -41,7 +41,11 @@ setup(
         'pyyaml',
         'tqdm',
         'matplotlib',
-        'scikit-image',  # the photos MiniCDD (`interir prepare minicdd`, `interir demo`) is made from
+        # the photos MiniCDD (`interir prepare minicdd`, `interir demo`) is made from: scikit-image's, and those that
+        # ship with sporco and PyWavelets (docs/data.md, "Photos")
+        'scikit-image',
+        'sporco',
+        'PyWavelets',
     ],
     extras_require={
         # BasicSR for a fresh environment. Its sdist imports torch while building: install torch first and use

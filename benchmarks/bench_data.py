@@ -80,13 +80,13 @@ def _heldout_clear(root):
         MINICDD_HELDOUT_PHOTOS,
         MINICDD_TILES,
         PNG_PARAMS,
-        load_skimage_photo,
+        load_photo,
         photo_tiles,
     )
 
     os.makedirs(os.path.join(root, 'heldout', 'clear'))
     for photo in MINICDD_HELDOUT_PHOTOS:
-        for k, tile in enumerate(photo_tiles(load_skimage_photo(photo), *MINICDD_TILES['heldout'])):
+        for k, tile in enumerate(photo_tiles(load_photo(photo), *MINICDD_TILES['heldout'])):
             cv2.imwrite(os.path.join(root, 'heldout', 'clear', f'{photo}_{k}.png'), tile[..., ::-1], PNG_PARAMS)
 
 
@@ -156,11 +156,11 @@ def main():
     cv2.setNumThreads(1)
 
     import interir_plugin  # noqa: F401  (shims before basicsr)
-    from interir_plugin.data.preparation import load_skimage_photo, make_minicdd, minicdd_split_names, photo_tiles
+    from interir_plugin.data.preparation import load_photo, make_minicdd, minicdd_split_names, photo_tiles
     from interir_plugin.utils.tables import markdown_table
 
     tiles = [t for name in ('astronaut', 'coffee', 'rocket', 'chelsea')
-             for t in photo_tiles(load_skimage_photo(name), 300, 256, 256, 1, 2)]
+             for t in photo_tiles(load_photo(name), 300, 256, 256, 1, 2)]
     to_float = [np.ascontiguousarray(t[..., ::-1]).astype(np.float32) / np.float32(255.0) for t in tiles]
     synth, synth_rows, png_bytes = bench_synthesis(to_float[0], args.repeats)
     renderers, renderer_rows = bench_renderers(to_float[0], args.repeats)

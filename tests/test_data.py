@@ -158,6 +158,22 @@ def test_synthesis_source_training_and_collate_with_pairs(cdd):
     assert batch['degradation_params'][6:] == ['{}'] * 3
 
 
+def test_grey_prob_makes_clean_training_patches_grey_before_degrading(cdd):
+    clear = str(cdd / 'disk' / 'train' / 'clear')
+    source = {'label': 'haze', 'dataroot_gt': clear, 'synthesis': 'haze', 'repeat': 4}
+
+    def channel_spread(grey_prob):
+        ds = _ds(phase='train', gt_size=32, sources=[source], grey_prob=grey_prob)
+        return [float((s['gt'] - s['gt'].mean(0)).abs().max()) for s in (ds[i] for i in range(len(ds)))]
+
+    assert all(v < 1e-6 for v in channel_spread(1.0))  # every target grey (the input degraded from it)
+    assert all(v > 1e-2 for v in channel_spread(0))  # the colour photo as it is
+    with pytest.raises(ValueError, match='grey_prob'):
+        _ds(phase='train', gt_size=32, sources=[source], grey_prob=1.5)
+    with pytest.raises(ValueError, match='grey_prob applies to training only'):
+        _ds(phase='val', sources=[{**source, 'repeat': 1}], grey_prob=0.5)
+
+
 def test_index_table_balanced_and_proportional():
     # two labels: A = sources of 10 and 5 items (repeat 2 on the second), B = 4 items
     prop = IndexTable([10, 5, 4], [1, 2, 1], [[0, 1, 2]])

@@ -36,8 +36,8 @@ def minicdd(tmp_path_factory):
 
 
 def test_minicdd_layout_and_size(minicdd):
-    for split, count, shape in (('train', 20, (192, 192, 3)), ('test', 6, (256, 256, 3)),
-                                ('heldout', 12, (192, 192, 3))):
+    for split, count, shape in (('train', 36, (192, 192, 3)), ('test', 6, (256, 256, 3)),
+                                ('heldout', 20, (192, 192, 3))):
         names = sorted(os.listdir(minicdd / split / 'clear'))
         assert len(names) == count
         for folder in ('clear', *CDD11_CATEGORIES):
@@ -64,7 +64,7 @@ def test_minicdd_is_deterministic(minicdd, tmp_path):
     again = tmp_path / 'again'
     make_minicdd(str(again), seed=0)
     files = _tree(minicdd)
-    assert files == _tree(again) and len(files) == 12 * 38 + 12 * (12 + 6) + 1
+    assert files == _tree(again) and len(files) == 12 * (36 + 6 + 20) + 12 * (20 + 6) + 1
     match, mismatch, errors = filecmp.cmpfiles(minicdd, again, files, shallow=False)
     assert not mismatch and not errors
 
@@ -86,7 +86,7 @@ def test_minicdd_through_the_protocol(minicdd):
     opt = {'protocol': 'minicdd', 'protocol_root': str(minicdd)}
     train = MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': 64, 'sampling': 'balanced'})
     test = MultiDegradationPairedDataset({**opt, 'phase': 'val'})
-    assert len(train) == 220 and len(test) == 66
+    assert len(train) == 396 and len(test) == 66
     assert {test[i]['label_name'] for i in range(0, 66, 6)} == set(CDD11_CATEGORIES)
     assert train[0]['lq'].shape == (3, 64, 64)
 
@@ -109,9 +109,9 @@ def test_minicdd_loro_splits_use_the_held_out_renderers(minicdd):
     opt = {'protocol': 'minicdd_loro', 'protocol_root': str(minicdd)}
     heldout = MultiDegradationPairedDataset({**opt, 'phase': 'val', 'protocol_split': 'heldout'})
     test = MultiDegradationPairedDataset({**opt, 'phase': 'val'})
-    assert len(heldout) == 132 and len(test) == 66 and '/loro_test/' in test[0]['lq_path']
+    assert len(heldout) == 220 and len(test) == 66 and '/loro_test/' in test[0]['lq_path']
     train = MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': 48, 'sampling': 'balanced'})
-    assert len(train) == 11 * 12 * 100 and train[0]['lq'].shape == (3, 48, 48)
+    assert len(train) == 11 * 28 * 100 and train[0]['lq'].shape == (3, 48, 48)
 
 
 def test_demo_finds_minicdd_only_with_its_loro_splits(minicdd, tmp_path, monkeypatch):

@@ -2,7 +2,9 @@
 paired folders, and clean images degraded on the fly by :mod:`interir_plugin.data.degradations`."""
 import json
 import os.path as osp
+import random
 
+import cv2
 import torch
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient, img2tensor
@@ -21,7 +23,7 @@ MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
                 'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple',
-                'fresh_synthesis', 'crop_mode')
+                'fresh_synthesis', 'crop_mode', 'grey_prob')
 
 
 #: what ``crop_mode`` may be: which part of a whole image a crop to ``crop_multiple`` keeps.
@@ -47,6 +49,13 @@ def crop_to_multiple(img, multiple, mode='top_left'):
     h, w = img.shape[:2]
     top, left = (h % multiple) // 2, (w % multiple) // 2
     return img[top:top + h - h % multiple, left:left + w - w % multiple, ...]
+
+
+def grey(img):
+    """``img`` (``H x W x C`` BGR float32) as a grey image of the same shape: BT.601 luminance of a 3-channel image
+    (the channel mean otherwise) in every channel."""
+    lum = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img.mean(2, dtype=img.dtype)
+    return cv2.merge([lum] * img.shape[2]) if img.shape[2] > 1 else lum[..., None]
 
 
 #: absolute LMDB path -> BasicSR FileClient, one per process (see :func:`lmdb_client`).
@@ -142,6 +151,9 @@ class MultiDegradationPairedDataset(data.Dataset):
             process's (saved and restored on resume: exact with ``num_worker_per_gpu: 0``) or a worker's (seeded by
             the data loader from the main process's generator at every epoch, or once with
             ``persistent_workers``). Default: true.
+        grey_prob (float): Train only: the share of synthesised samples whose clean patch is made grey (its BT.601
+            luminance in every channel) before it is degraded, so that a network meets grey photos (and learns that
+            an unsaturated scene is not a hazy one). Drawn with Python's ``random``, as the crops. Default: 0.
         crop_multiple (int | None): Validation/test only: crop whole images to a multiple of this (the 3- and
             5-task protocols' 16). Default: None.
         crop_mode (str): Validation/test only, with ``crop_multiple``: which part is kept. ``top_left`` (BasicSR's
@@ -187,6 +199,10 @@ class MultiDegradationPairedDataset(data.Dataset):
         if not isinstance(opt.get('fresh_synthesis', True), bool):
             raise ValueError(f'fresh_synthesis must be true or false, got {opt["fresh_synthesis"]!r}')
         self.fresh_synthesis = self.train and opt.get('fresh_synthesis', True)
+        self.grey_prob = opt.get('grey_prob', 0)
+        if isinstance(self.grey_prob, bool) or not isinstance(self.grey_prob, (int, float)) or \
+                not 0 <= self.grey_prob <= 1:
+            raise ValueError(f'grey_prob must be a number in [0, 1], got {self.grey_prob!r}')
         io_backend = opt.get('io_backend') or {'type': 'disk'}
         src.check_backend(io_backend, 'dataset')
         self._check_phase_keys(opt)
@@ -240,7 +256,8 @@ class MultiDegradationPairedDataset(data.Dataset):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to validation/test images only (training uses gt_size)')
         else:
-            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis'):
+            for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis',
+                        'grey_prob'):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to training only, but this dataset is in phase {self.phase!r}')
             multiple = opt.get('crop_multiple')
@@ -314,6 +331,8 @@ class MultiDegradationPairedDataset(data.Dataset):
             depth = pair[1][..., 0] if len(pair) == 2 else None
             # a fresh key per access in training (torch's generator: restored on resume), none in val/test
             draw = int(torch.randint(0, 2 ** 62, ())) if self.fresh_synthesis else None
+            if self.grey_prob and pair[0].ndim == 3 and random.random() < self.grey_prob:
+                pair[0] = grey(pair[0])
             img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth, draw=draw)
             pair = [pair[0], img_lq]
         img_gt, img_lq = img2tensor(pair, bgr2rgb=True, float32=True)

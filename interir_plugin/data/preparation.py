@@ -13,12 +13,16 @@ from tqdm import tqdm
 from interir_plugin.data.degradations import CDD11_CATEGORIES, category_spec, synthesize
 from interir_plugin.utils.images import IMAGE_EXTENSIONS, STORED_CHANNELS, decode, decode_image
 
-#: MiniCDD photos (scikit-image's bundled data), split by photo so no scene is in both splits.
-MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
+#: MiniCDD photos (:func:`load_photo`), split by photo so no scene is in two splits. Training: scikit-image's (the
+#: mostly black ``hubble_deep_field`` and ``retina`` are stored but not trained on: minicdd/train_synth.txt), Kodak's
+#: parrots, the BragZone's monarch and tulips, and PyWavelets' grey ``ascent``.
+MINICDD_TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina', 'parrots',
+                        'monarch', 'tulips', 'ascent')
 MINICDD_TEST_PHOTOS = ('chelsea', 'coffee', 'motorcycle_left')
 #: Held-out photos for decisions (recipes, presets, ablations), never trained on and never the test split:
-#: matplotlib's ``grace_hopper`` and scikit-image's grey ``camera`` and ``coins`` (grey replicated to RGB).
-MINICDD_HELDOUT_PHOTOS = ('grace_hopper', 'camera', 'coins')
+#: matplotlib's ``grace_hopper``, scikit-image's grey ``camera`` and ``coins`` (grey replicated to RGB), and the
+#: colour ``sail`` (outdoor, many people) and ``barbara`` (indoor, striped fabrics).
+MINICDD_HELDOUT_PHOTOS = ('grace_hopper', 'camera', 'coins', 'sail', 'barbara')
 #: (short side the photo is resized to, tile height, tile width, tile rows, tile columns) per split.
 MINICDD_TILES = {'train': (384, 192, 192, 2, 2), 'test': (288, 256, 256, 1, 2), 'heldout': (384, 192, 192, 2, 2)}
 #: MiniCDD's splits and their photos, in the order they are synthesised (each split draws its own indices).
@@ -58,23 +62,57 @@ def _write_png(path, img):
         raise OSError(f'cannot write {path}')
 
 
-def load_skimage_photo(name):
-    """An RGB uint8 photo bundled with scikit-image (``motorcycle_left``: left view of the stereo pair; grey photos
-    replicated to three channels) or, for ``grace_hopper``, with matplotlib."""
-    try:
-        import skimage.data
-    except ImportError as err:
-        raise ImportError('interir prepare minicdd needs scikit-image (pip install scikit-image)') from err
-    if name == 'motorcycle_left':
-        return np.ascontiguousarray(skimage.data.stereo_motorcycle()[0])
-    if name == 'grace_hopper':  # matplotlib's sample photo (matplotlib is a dependency)
+#: Photos that ship inside pip packages, by name: ``(pip distribution, import package, file inside it)``. They are
+#: read from the installed package's folder (the package is not imported). Sources and licences: docs/data.md,
+#: "Photos". ``parrots`` is Kodak's kodim23; ``monarch``, ``tulips``, ``sail`` come from the Waterloo BragZone.
+PACKAGE_PHOTOS = {
+    'parrots': ('sporco', 'sporco', 'data/kodim23.png'),
+    'monarch': ('sporco', 'sporco', 'data/monarch.png'),
+    'tulips': ('sporco', 'sporco', 'data/tulips.png'),
+    'sail': ('sporco', 'sporco', 'data/sail.png'),
+    'barbara': ('sporco', 'sporco', 'data/barbara.png'),
+    'ascent': ('PyWavelets', 'pywt', 'data/ascent.npz'),
+}
+
+
+def _package_file(name):
+    """The file of a :data:`PACKAGE_PHOTOS` photo inside its installed package."""
+    import importlib.util
+
+    dist, package, relpath = PACKAGE_PHOTOS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f'photo {name!r} ships with the pip package {dist}: pip install {dist}')
+    path = osp.join(spec.submodule_search_locations[0], *relpath.split('/'))
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'photo {name!r}: {path} is not in the installed {dist}')
+    return path
+
+
+def load_photo(name):
+    """An RGB uint8 photo, grey ones replicated to three channels: scikit-image's bundled data
+    (``motorcycle_left``: left view of the stereo pair), matplotlib's ``grace_hopper``, or a
+    :data:`PACKAGE_PHOTOS` photo."""
+    if name in PACKAGE_PHOTOS:
+        path = _package_file(name)
+        if path.endswith('.npz'):  # PyWavelets keeps its images as arrays
+            img = np.load(path)['data']
+        else:
+            with open(path, 'rb') as f:
+                img = np.round(decode_image(f.read(), path)[..., ::-1] * 255)  # the one image rule, BGR -> RGB
+    elif name == 'grace_hopper':  # matplotlib's sample photo (matplotlib is a dependency)
         import matplotlib.cbook
 
         with matplotlib.cbook.get_sample_data('grace_hopper.jpg') as f:
-            bgr = decode_image(f.read(), 'grace_hopper.jpg')  # float32 in [0, 1], the one image rule
-        return np.ascontiguousarray(np.round(bgr[..., ::-1] * 255)).astype(np.uint8)
-    img = getattr(skimage.data, name)()
-    return np.ascontiguousarray(np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img)
+            img = np.round(decode_image(f.read(), 'grace_hopper.jpg')[..., ::-1] * 255)
+    else:
+        try:
+            import skimage.data
+        except ImportError as err:
+            raise ImportError('interir prepare minicdd needs scikit-image (pip install scikit-image)') from err
+        img = skimage.data.stereo_motorcycle()[0] if name == 'motorcycle_left' else getattr(skimage.data, name)()
+    img = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img
+    return np.ascontiguousarray(img).astype(np.uint8)
 
 
 def photo_tiles(img, short_side, tile_h, tile_w, rows, cols):
@@ -162,7 +200,7 @@ def make_minicdd(out, seed=0, force=False):
     for split, photos in MINICDD_SPLITS:
         images = []
         for photo in photos:
-            tiles = photo_tiles(load_skimage_photo(photo), *MINICDD_TILES[split])
+            tiles = photo_tiles(load_photo(photo), *MINICDD_TILES[split])
             for k, tile in enumerate(tiles):
                 bgr = np.ascontiguousarray(tile[..., ::-1]).astype(np.float32) / np.float32(255.0)
                 images.append((f'{photo}_{k}', bgr))
