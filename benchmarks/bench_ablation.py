@@ -1,37 +1,55 @@
-"""Ablation of InterIR-S at equal CPU time: every variant trained for the same seconds, scored on held-out data.
+"""Ablation of InterIR-S at equal CPU time, over seeds: every variant trained for the same seconds once per seed,
+scored on held-out renderers, summarised as mean and standard deviation; resumable across sittings.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_ablation.py --seconds 60 --out out/ablation
-        [--threads 2] [--variants "InterIR-S,no P/Q data term,..."] [--recipe OPTION.yml] [--data ROOT] [--quick]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_ablation.py --seconds 60 --seeds 10,11,12
+        --out out/ablation [--threads 2] [--variants "InterIR-S,no P/Q data term,..."] [--recipe OPTION.yml]
+        [--data ROOT] [--train-protocol minicdd_loro --train-split train] [--score-protocol minicdd_loro
+        --score-split heldout] [--quick]
 
 The base is the InterIR-S MiniCDD CPU recipe (:data:`RECIPE`), read when the script runs: its ``network_g``,
-data, loss, optimiser and schedule are the ones every variant trains with. Each variant of :data:`VARIANTS`
-overrides some ``network_g`` keys (the flags InterIR has for this ablation); ``plain residual stack`` replaces the
-network by :class:`~interir_plugin.archs.plain_arch.PlainResidualNet` with the recipe's channels, feature width
-and unshuffle factor and the number of blocks whose multiply-adds (mmengine, 3x256x256) come closest to the
-recipe's InterIR-S. Every variant, in turn:
+data, loss, optimiser and schedule are the ones every variant trains with. :func:`variants` derives the variants
+from the recipe's ``network_g``: fixed overrides (no expert mix, residual head), one variant per on/off flag of
+:data:`TOGGLES` that turns the recipe's value over and is named after what it does to the recipe (``no prior
+gates`` where the recipe has them, ``frequency branch`` where it drops it), and ``plain residual stack``, which
+replaces the network by :class:`~interir_plugin.archs.plain_arch.PlainResidualNet` with the recipe's channels,
+feature width and unshuffle factor and the number of blocks whose multiply-adds (mmengine, 3x256x256) come
+closest to the recipe's InterIR-S. Every variant's network is built once before any training (an invalid one
+stops the script).
+
+For every seed of ``--seeds`` (default 10, 11, 12), every variant in turn (seed by seed, so a partial ablation has
+every variant at the first seeds):
 
 1. trains with BasicSR's trainer (:func:`interir_plugin.tools.pipelines.run_basicsr`) from an option file written
-   from the recipe (``<out>/options/train_<slug>.yml``, experiment ``ablation_<slug>``) with
-   ``train.time_budget = --seconds`` and no validation (``val: ~``, no ``val_*`` datasets), on the CPU with
-   ``--threads`` torch threads; the run ends on its time budget (:class:`TimeBudgetReached`: iterations and
-   training seconds) with ``experiments/ablation_<slug>/models/net_g_latest.pth``;
-2. is scored on MiniCDD's held-out split (``protocol: minicdd, protocol_split: heldout``) through BasicSR's test
-   pipeline with ``UnfoldingRestorationModel`` (:func:`interir_plugin.tools.bench.bench`): PSNR and SSIM per
-   label and their mean over labels, with the degraded input's row; parameters, multiply-adds and latency
-   (1x3x256x256) of each network come with it.
+   from the recipe (``<out>/options/train_ablation_<slug>_s<seed>.yml``, experiment ``ablation_<slug>_s<seed>``) with
+   ``manual_seed`` and the training set's ``seed`` set to the seed, the training set on ``--train-protocol`` /
+   ``--train-split`` (default ``minicdd_loro`` ``train``: the training renderers; the recipe's other train-set
+   keys stay), ``train.time_budget = --seconds`` and no validation, on the CPU with ``--threads`` torch threads;
+   the run ends on its time budget (:class:`TimeBudgetReached`: iterations and training seconds);
+2. is scored on ``--score-protocol`` / ``--score-split`` (default ``minicdd_loro`` ``heldout``: held-out photos
+   degraded by held-out renderers) through BasicSR's test pipeline (:func:`interir_plugin.tools.bench.bench`):
+   PSNR, SSIM and harm rate per label and their mean over labels, parameters, multiply-adds and latency;
+3. is appended, only then, as one JSON line to ``<out>/ablation_runs.jsonl`` (atomically: the file is replaced,
+   never left half-written). A later invocation with the same ``--out`` skips the (variant, seed) runs found there
+   and says so; a run killed before its line was written runs again from scratch. All runs of one file must share
+   the setting (seconds, threads, recipe, splits, quick), else the script stops naming the difference.
 
-Outputs in ``--out``: ``ablation.json`` (every figure, the command, the date, the torch threads),
-``ablation.md`` (the tables), ``leaderboard.{md,csv,png}`` (:func:`bench`'s), ``ablation.log`` (BasicSR's log
-of every run), ``options/``, ``experiments/``, ``results/``. The JSON and the summary table are also printed.
-MiniCDD is read from ``--data`` (default: the recipe's ``protocol_root``, relative to the current directory) and
-built there first if absent (``interir prepare minicdd``).
+After every run, ``ablation.md`` and ``ablation.json`` are written anew from every record of the file
+(:mod:`_ablation_report`: per variant mean and sample standard deviation over its seeds of PSNR, SSIM, harm rate
+and iterations, the PSNR difference to InterIR-S with the sum of the two standard deviations and the verdict
+``separated`` / ``within the spread``; the mean PSNR per label; every run); at the end they are printed. Other
+outputs in ``--out``: ``ablation.log`` (BasicSR's log), ``options/``, ``experiments/``, ``results/``,
+``runs/<experiment>/`` (each run's leaderboard). MiniCDD is read from ``--data`` (default: the recipe's
+``protocol_root``, relative to the current directory) and built there first if any of its splits (LORO ones
+included) is absent.
 
-``--quick`` checks the wiring (tests/test_benchmarks.py) in a temporary folder: 1 s of training, three variants
-(InterIR-S, one flag, the plain stack) of an 8-channel InterIR (the recipe's stages) at 32x32 patches, two
-held-out labels, 1 thread; its numbers mean nothing.
+``--quick`` checks the wiring (tests/test_benchmarks.py) in a temporary folder: two seeds, three variants
+(InterIR-S, one flag, the plain stack) of an 8-channel InterIR at 32x32 patches, 1 s of training, two scored
+labels, 1 thread; it runs twice in the same folder, first the first seed only, then both, so the second pass skips
+the first seed's runs. Its numbers mean nothing.
 """
 import argparse
 import copy
+import dataclasses
 import datetime
 import inspect
 import json
@@ -45,6 +63,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _ablation_report as report  # noqa: E402
 from _common import add_quick_flag, document, emit, set_threads, steady_malloc  # noqa: E402
 
 import interir_plugin  # noqa: E402,F401  (shims and registration)
@@ -52,25 +71,34 @@ import interir_plugin  # noqa: E402,F401  (shims and registration)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The base recipe, relative to the repository root.
 RECIPE = 'options/train/InterIR/train_InterIR-S_MiniCDD.yml'
+#: The recipe as it is: the variant the others are compared with (first in the tables).
+BASE = 'InterIR-S'
 #: The variant that replaces InterIR by :class:`PlainResidualNet` of equal multiply-adds.
 PLAIN = 'plain residual stack'
-#: Variant name -> ``network_g`` overrides of the recipe's InterIR (:data:`PLAIN`: None, built by
-#: :func:`plain_network`). The first is the recipe as it is.
-VARIANTS = {
-    'InterIR-S': {},
-    'no expert mix': {'num_experts': 1},
-    'no prior gates': {'prior_gates': False},
-    'no frequency branch': {'freq_branch': False},
-    'no P/Q data term': {'data_term': False},
-    'first-order step': {'second_order': False},
-    'residual head': {'head': 'residual', 'recognise': False},
-    PLAIN: None,
-}
-#: Held-out scoring set (MiniCDD's decision split; its root is filled in).
-HELDOUT = {'name': 'MiniCDD_heldout', 'type': 'MultiDegradationPairedDataset', 'protocol': 'minicdd',
-           'protocol_split': 'heldout', 'io_backend': {'type': 'disk'}}
-#: ``--quick``: training seconds, variants, network_g and train-set overrides, held-out labels, threads.
-QUICK = {'seconds': 1, 'variants': ('InterIR-S', 'no P/Q data term', PLAIN),
+#: InterIR's on/off flags, each ablated by turning the recipe's value over: flag -> (the variant's name where the
+#: recipe has the flag on, its name where the recipe has it off).
+TOGGLES = {'prior_gates': ('no prior gates', 'prior gates'),
+           'freq_branch': ('no frequency branch', 'frequency branch'),
+           'data_term': ('no P/Q data term', 'P/Q data term'),
+           'second_order': ('first-order step', 'second-order step'),
+           'route_by_presence': ('no presence routing', 'presence routing'),
+           'streaks_by_active_set': ('no active-set streaks', 'active-set streaks'),
+           'recognise': ('no recogniser', 'recogniser')}
+#: Flag -> the flag it needs on (InterIR refuses it otherwise): turning the latter off turns the former off too.
+NEEDS = {'route_by_presence': 'recognise'}
+#: Variants of fixed ``network_g`` overrides (the residual head has no maps to gate, route by or put streaks in).
+FIXED = {BASE: {}, 'no expert mix': {'num_experts': 1},
+         'residual head': {'head': 'residual', 'recognise': False, 'route_by_presence': False,
+                           'streaks_by_active_set': False}}
+#: Table order: a name of :data:`FIXED`, a flag of :data:`TOGGLES` or :data:`PLAIN`.
+LAYOUT = (BASE, 'no expert mix', 'prior_gates', 'freq_branch', 'data_term', 'second_order', 'residual head',
+          'route_by_presence', 'streaks_by_active_set', 'recognise', PLAIN)
+#: Default ``--seeds``.
+SEEDS = (10, 11, 12)
+#: Default training and scoring sets (``protocol``, ``protocol_split``): the leave-one-renderer-out protocol.
+TRAIN_SPLIT, SCORE_SPLIT = ('minicdd_loro', 'train'), ('minicdd_loro', 'heldout')
+#: ``--quick``: training seconds, seeds, variants, network_g and train-set overrides, scored labels, threads.
+QUICK = {'seconds': 1, 'seeds': (10, 11), 'variants': (BASE, 'no P/Q data term', PLAIN),
          'network_g': {'num_feat': 8, 'num_experts': 2, 'expand': 1},
          'train_set': {'gt_size': 32, 'batch_size_per_gpu': 2}, 'labels': ('haze', 'low_haze_rain'), 'threads': 1}
 
@@ -80,18 +108,62 @@ def slug(name):
     return re.sub(r'[^A-Za-z0-9-]+', '_', name).strip('_')
 
 
-def select_variants(spec):
-    """Variant names from a comma-separated ``--variants`` value (names or slugs, any case; None: all), in
-    :data:`VARIANTS` order; an unknown name raises ``ValueError`` listing the known ones."""
+def experiment_name(name, seed):
+    """``ablation_<slug>_s<seed>``: the experiment (and ``results/``) name of one run."""
+    return f'ablation_{slug(name)}_s{seed}'
+
+
+def variants(network_g):
+    """The variants of an InterIR ``network_g`` in :data:`LAYOUT` order: name -> ``network_g`` overrides
+    (:data:`PLAIN`: None, built by :func:`plain_network`). A flag of :data:`TOGGLES` gives the variant that turns
+    the recipe's value (or InterIR's default) over, named after what it does; turning a flag off also turns off
+    the flags that need it (:data:`NEEDS`)."""
+    table = {}
+    for entry in LAYOUT:
+        if entry not in TOGGLES:
+            table[entry] = FIXED.get(entry)
+            continue
+        on = bool(_interir_arg(network_g, entry))
+        table[TOGGLES[entry][0 if on else 1]] = {entry: not on, **{flag: False for flag, need in NEEDS.items()
+                                                                  if on and need == entry}}
+    return table
+
+
+def select_variants(spec, table):
+    """Variant names from a comma-separated ``--variants`` value (names or slugs, any case; None: all), in the
+    order of ``table`` (:func:`variants`); an unknown name raises ``ValueError`` listing the known ones."""
     if not spec:
-        return list(VARIANTS)
-    known = {key.lower(): name for name in VARIANTS for key in (name, slug(name))}
+        return list(table)
+    known = {key.lower(): name for name in table for key in (name, slug(name))}
     wanted = [w.strip() for w in spec.split(',') if w.strip()]
     unknown = [w for w in wanted if w.lower() not in known]
     if unknown or not wanted:
-        raise ValueError(f'unknown variant(s) {unknown}; known: {", ".join(VARIANTS)}')
+        raise ValueError(f'unknown variant(s) {unknown}; known for this recipe: {", ".join(table)}')
     chosen = {known[w.lower()] for w in wanted}
-    return [name for name in VARIANTS if name in chosen]
+    return [name for name in table if name in chosen]
+
+
+def parse_seeds(spec):
+    """``'10,11,12'`` -> ``[10, 11, 12]``; ``ValueError`` naming the value unless distinct non-negative ints."""
+    try:
+        seeds = [int(s) for s in spec.split(',') if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f'--seeds must be distinct non-negative integers separated by commas, got {spec!r}')
+    return seeds
+
+
+def check_networks(networks):
+    """Build every ``network_g`` of ``networks`` (name -> options) once; ``ValueError`` naming the variant whose
+    network its constructor refuses."""
+    from basicsr.archs import build_network
+
+    for name, net in networks.items():
+        try:
+            build_network(copy.deepcopy(net))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f'variant {name!r} is not a valid network on this recipe ({net}): {err}') from err
 
 
 def _interir_arg(network_g, key):
@@ -139,17 +211,25 @@ def plain_network(network_g, shape=(3, 256, 256)):
                    'relative_difference': counted / target - 1}
 
 
-def variant_train_option(recipe, name, network_g, seconds, data_root=None, train_set=None, single_output=False):
-    """Training options of one variant: the recipe with ``network_g``, ``train.time_budget = seconds``, no
-    validation, on the CPU, in experiment ``ablation_<slug>``.
+
+
+def variant_train_option(recipe, name, network_g, seconds, seed=None, data_root=None, train_set=None,
+                         single_output=False):
+    """Training options of one run: the recipe with ``network_g``, ``train.time_budget = seconds``, no
+    validation, on the CPU, in experiment :func:`experiment_name`.
 
     Args:
         recipe (dict): The base recipe's options (not modified).
         name (str): Variant name.
         network_g (dict): The variant's network.
         seconds (float): Training seconds.
+        seed (int | None): ``manual_seed`` and the training set's ``seed`` (its synthesis draws), and the
+            experiment's ``_s<seed>`` suffix (None: the recipe's seeds, experiment ``ablation_<slug>``).
+            Default: None.
         data_root (str | None): ``protocol_root`` of every protocol dataset (None: the recipe's). Default: None.
-        train_set (dict | None): Overrides of the train dataset's options (``--quick``). Default: None.
+        train_set (dict | None): Overrides of the training set's options (its ``protocol`` and
+            ``protocol_split``; ``--quick``'s patch and batch size); its other keys stay the recipe's.
+            Default: None.
         single_output (bool): The network returns one image (the plain stack): of the recipe's
             ``train.stage_weights`` (one per stage output) only the final output's weight stays, as the MiniCDD
             recipes weigh single-output networks. Default: False.
@@ -158,32 +238,41 @@ def variant_train_option(recipe, name, network_g, seconds, data_root=None, train
         dict: The options.
     """
     opt = copy.deepcopy(recipe)
-    opt.update(name=f'ablation_{slug(name)}', num_gpu=0, network_g=copy.deepcopy(network_g), val=None)
+    opt.update(name=f'ablation_{slug(name)}' if seed is None else experiment_name(name, seed), num_gpu=0,
+               network_g=copy.deepcopy(network_g), val=None)
     opt['train']['time_budget'] = seconds
+    if seed is not None:
+        opt['manual_seed'] = seed
     if single_output and opt['train'].get('stage_weights'):
         opt['train']['stage_weights'] = opt['train']['stage_weights'][-1:]
     # no validation while the clock runs: only the training set stays (the recipe's val_* sets would be loaded)
     opt['datasets'] = {phase: ds for phase, ds in opt['datasets'].items() if phase.split('_')[0] == 'train'}
     for phase, ds in opt['datasets'].items():
+        if phase == 'train':
+            ds.update(copy.deepcopy(train_set or {}), **({} if seed is None else {'seed': seed}))
         if data_root is not None and ds.get('protocol') is not None:
             ds['protocol_root'] = data_root
-        if phase == 'train':
-            ds.update(train_set or {})
     return opt
 
 
-def recipe_data_root(recipe_path):
-    """The MiniCDD root of a recipe: its train set's ``protocol_root`` (default ``datasets/MiniCDD``)."""
-    from interir_plugin.tools.options import load_option_file
+def score_dataset(protocol, split, root, labels=None):
+    """The scoring set's options: ``split`` of ``protocol`` at ``root`` (only ``labels``, if given)."""
+    return {'name': f'{protocol}_{split}', 'type': 'MultiDegradationPairedDataset', 'protocol': protocol,
+            'protocol_split': split, 'protocol_root': root, 'io_backend': {'type': 'disk'},
+            **({'protocol_labels': list(labels)} if labels else {})}
 
-    return load_option_file(recipe_path)['datasets']['train'].get('protocol_root') or 'datasets/MiniCDD'
+
+def recipe_data_root(recipe):
+    """The MiniCDD root of a recipe (options): its train set's ``protocol_root`` (default ``datasets/MiniCDD``)."""
+    return recipe['datasets']['train'].get('protocol_root') or 'datasets/MiniCDD'
 
 
 def ensure_minicdd(root, log):
-    """Build MiniCDD at ``root`` unless its splits exist (as ``interir prepare minicdd``)."""
-    from interir_plugin.data.preparation import MINICDD_SPLITS, make_minicdd
+    """Build MiniCDD at ``root`` unless all its splits, the LORO ones included, exist (as ``interir prepare
+    minicdd``; an older MiniCDD without the LORO splits is built anew, byte for byte the same elsewhere)."""
+    from interir_plugin.data.preparation import make_minicdd, minicdd_split_names
 
-    if all(os.path.isdir(os.path.join(root, split)) for split, _ in MINICDD_SPLITS):
+    if all(os.path.isdir(os.path.join(root, split)) for split in minicdd_split_names()):
         return
     log(f'building MiniCDD at {root} ...')
     make_minicdd(root, seed=0, force=True)
@@ -193,7 +282,7 @@ def train_variant(name, opt, out_dir, opt_dir, log):
     """Write ``opt`` and train it with BasicSR's trainer until its time budget ends the run.
 
     Args:
-        name (str): Variant name.
+        name (str): Variant name (and seed), for messages.
         opt (dict): Its training options (:func:`variant_train_option`).
         out_dir (str): Root of BasicSR's ``experiments/``.
         opt_dir (str): Folder of the written option file.
@@ -206,7 +295,7 @@ def train_variant(name, opt, out_dir, opt_dir, log):
     from interir_plugin.tools.demo import write_option
     from interir_plugin.tools.pipelines import run_basicsr
 
-    path = write_option(os.path.join(opt_dir, f'train_{slug(name)}.yml'), opt,
+    path = write_option(os.path.join(opt_dir, f'train_{opt["name"]}.yml'), opt,
                         f'written by benchmarks/bench_ablation.py: {name}, {opt["train"]["time_budget"]} s of training')
     log(f'training {name} ({opt["network_g"]["type"]}) for {opt["train"]["time_budget"]:g} s ...')
     t0, c0 = time.perf_counter(), time.process_time()
@@ -221,165 +310,267 @@ def train_variant(name, opt, out_dir, opt_dir, log):
             'train_seconds': spent.seconds, 'wall_seconds': wall, 'process_cpu_seconds': cpu}
 
 
-def _fmt(value, digits):
-    return '-' if value is None else f'{value:.{digits}f}'
 
+@dataclasses.dataclass
+class Plan:
+    """What the runs of one invocation share.
 
-def tables(variants, baseline, metrics, labels):
-    """Markdown of the ablation: a summary (mean over labels, cost, iterations, training seconds), then one
-    table per metric with a row per label and a column per variant (and the input).
-
-    Args:
-        variants (dict): Variant name -> its ``ablation.json`` entry.
-        baseline (dict): The input's scores (``mean``, ``per_label``).
-        metrics (list[str]): Metric names (``psnr``, ``ssim``).
-        labels (list[str]): Label names.
-
-    Returns:
-        tuple[list[dict], list[str]]: The summary rows (for :func:`emit`) and the markdown lines.
+    Attributes:
+        recipe (dict): The base recipe's options.
+        out_dir (str): Output folder (root of BasicSR's ``experiments/`` and ``results/``).
+        data_root (str): MiniCDD root.
+        train_set (dict): Overrides of the recipe's training set (:func:`variant_train_option`).
+        score_set (dict): The scoring set (:func:`score_dataset`).
+        setting (dict): What every record of ``--out`` shares (:func:`_ablation_report.check_setting`).
+        order (list[str]): Every variant of the recipe in table order (:func:`variants`).
+        meta (dict): The invocation's command, date, environment (copied into ``ablation.json``).
+        log (callable): Receives progress lines.
+        plain_match (dict | None): :func:`plain_network`'s match, when the plain stack runs. Default: None.
+        input (dict | None): The input's scores on the scoring set, once a run has measured them. Default: None.
     """
-    from interir_plugin.tools.leaderboard import IDENTITY_NAME
-    from interir_plugin.utils.tables import markdown_table
+    recipe: dict
+    out_dir: str
+    data_root: str
+    train_set: dict
+    score_set: dict
+    setting: dict
+    order: list
+    meta: dict
+    log: object
+    plain_match: dict = None
+    input: dict = None
 
-    digits = {'psnr': 2, 'ssim': 4}
-    summary = [{'variant': IDENTITY_NAME, 'GMACs': '-', 'params (M)': '-', 'iterations': '-', 'training s': '-',
-                **{f'{m.upper()} mean': _fmt(baseline['mean'][m], digits.get(m, 4)) for m in metrics}}]
-    summary += [{'variant': name, 'GMACs': _fmt(v['gmacs'], 3), 'params (M)': _fmt(v['params'] / 1e6, 3),
-                 'iterations': v['iters'], 'training s': _fmt(v['train_seconds'], 1),
-                 **{f'{m.upper()} mean': _fmt(v['mean'][m], digits.get(m, 4)) for m in metrics}}
-                for name, v in variants.items()]
-    columns = list(summary[0])
-    lines = markdown_table(columns, [[row[c] for c in columns] for row in summary])
-    for m in metrics:
-        header = ['label', 'input', *variants]
-        rows = [[label, _fmt(baseline['per_label'][label][m], digits.get(m, 4)),
-                 *(_fmt(v['per_label'][label][m], digits.get(m, 4)) for v in variants.values())] for label in labels]
-        rows.append(['**mean**', _fmt(baseline['mean'][m], digits.get(m, 4)),
-                     *(_fmt(v['mean'][m], digits.get(m, 4)) for v in variants.values())])
-        lines += ['', f'{m.upper()} per label', '', *markdown_table(header, rows)]
-    return summary, lines
+    @property
+    def records(self):
+        """The JSON-lines file of finished runs (:data:`_ablation_report.RECORDS` in ``out_dir``)."""
+        return os.path.join(self.out_dir, report.RECORDS)
 
 
-def run(out_dir, seconds, names, recipe_path, data_root=None, quick=False, log=print):
-    """Train every variant of ``names`` in turn, then score them all and the input on the held-out split.
-
-    Args:
-        out_dir (str): Output folder (and root of BasicSR's ``experiments/`` and ``results/``).
-        seconds (float): Training seconds of every variant.
-        names (list[str]): Variants (keys of :data:`VARIANTS`).
-        recipe_path (str): The base recipe.
-        data_root (str | None): MiniCDD root (built there if absent; None: the recipe's). Default: None.
-        quick (bool): :data:`QUICK` network, train set and labels. Default: False.
-        log (callable): Receives progress lines. Default: print.
-
-    Returns:
-        tuple[dict, list[dict], list[str]]: The results (``ablation.json`` less the fields :func:`main` adds), the
-        summary rows and the markdown lines of :func:`tables`.
-    """
+def run_one(plan, name, seed, network_g):
+    """Train one variant at one seed and score it; return its record (:mod:`_ablation_report`)."""
     from interir_plugin.tools.bench import bench
-    from interir_plugin.tools.console import route_basicsr_log
     from interir_plugin.tools.demo import make_test_option, write_option
+
+    opt = variant_train_option(plan.recipe, name, network_g, plan.setting['seconds'], seed, plan.data_root,
+                               plan.train_set, single_output=name == PLAIN)
+    opt_dir = os.path.join(plan.out_dir, 'options')
+    trained = train_variant(f'{name}, seed {seed}', opt, plan.out_dir, opt_dir, plan.log)
+    test_file = write_option(os.path.join(opt_dir, f'test_{opt["name"]}.yml'),
+                             make_test_option(opt['name'], opt, trained['weights'], plan.score_set),
+                             f'written by benchmarks/bench_ablation.py: {name}, seed {seed}, scored on '
+                             f'{plan.score_set["name"]}')
+    quick = plan.setting['quick']
+    board = bench([test_file], os.path.join(plan.out_dir, 'runs', opt['name']), root=plan.out_dir, rerun=True,
+                  identity=plan.input is None, device='cpu', repeats=1 if quick else 3, warmup=0 if quick else 1,
+                  progress=False, log=plan.log,
+                  training={opt['name']: {k: trained[k] for k in ('iters', 'train_seconds')}})
+    row = board['rows'][0]
+    if plan.input is None:  # the input's row follows the run's
+        plan.input = {k: board['rows'][-1][k] for k in ('dataset', 'images', 'mean', 'per_label')}
+    return {'variant': name, 'seed': seed, 'setting': plan.setting, 'network_g': network_g,
+            'plain_match': plan.plain_match if name == PLAIN else None, **trained,
+            **{k: row[k] for k in ('params', 'gmacs', 'latency_ms', 'device', 'dataset', 'images', 'metrics',
+                                   'labels', 'mean', 'per_label')},
+            'input': plan.input, 'finished': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
+
+
+def run(plan, names, seeds, networks):
+    """Run every (variant, seed) not yet in ``<out>/ablation_runs.jsonl``, seed by seed, appending each record
+    after its scoring and rendering the report anew after each.
+
+    Args:
+        plan (Plan): The invocation.
+        names (list[str]): Variants to run.
+        seeds (list[int]): Seeds to run.
+        networks (dict): Variant name -> ``network_g``.
+
+    Returns:
+        dict: ``ran`` and ``skipped``: ``[variant, seed]`` pairs, in order.
+    """
+    path = plan.records
+    records = report.read_records(path)
+    report.check_setting(records, plan.setting, path)
+    done = {(r['variant'], r['seed']): r for r in records}
+    resume = {'ran': [], 'skipped': []}
+    for seed in seeds:
+        for name in names:
+            if (name, seed) in done:
+                r = done[name, seed]
+                plan.log(f'skipping {name}, seed {seed}: finished in {path} ({r["iters"]} iterations, '
+                         f'PSNR {r["mean"]["psnr"]:.2f} dB)')
+                resume['skipped'].append([name, seed])
+                continue
+            report.append_record(path, run_one(plan, name, seed, networks[name]))
+            resume['ran'].append([name, seed])
+            render(plan, [resume])
+    return resume
+
+
+def render(plan, passes):
+    """Write ``ablation.json`` and ``ablation.md`` from every record of ``--out``.
+
+    Args:
+        plan (Plan): The invocation.
+        passes (list[dict]): :func:`run`'s ``ran`` / ``skipped`` of each pass of this invocation.
+
+    Returns:
+        tuple[dict, list[dict], list[str]]: The results (``ablation.json`` less :func:`document`'s fields), the
+        summary rows and the markdown lines of :func:`_ablation_report.report`.
+    """
+    records = report.read_records(plan.records)
+    summary, rows, lines = report.report(records, plan.order, BASE)
+    plain = next((r['plain_match'] for r in records if r.get('plain_match')), None)
+    results = {**plan.meta, 'loadavg_after': os.getloadavg(), 'setting': plan.setting, 'data_root': plan.data_root,
+               'train_set': plan.train_set, 'dataset': plan.score_set, 'records': report.RECORDS,
+               'passes': passes, 'seeds': sorted({r['seed'] for r in records}), 'rule': report.RULE,
+               'variants': summary, 'plain_match': plain, 'input': records[-1]['input'] if records else None,
+               'runs': records}
+    doc = document('ablation', results)
+    with open(os.path.join(plan.out_dir, 'ablation.json'), 'w', encoding='utf-8') as f:
+        json.dump(doc, f, indent=1, default=float)
+    s = plan.setting
+    header = [f'# Ablation of InterIR-S at equal CPU time, over seeds ({plan.meta["date"]})', '',
+              f'`{plan.meta["command"]}`', '',
+              f'{s["seconds"]:g} s of training per run, torch {doc["torch"]}, {s["threads"]} thread(s); trained on '
+              f'{s["train"][0]} {s["train"][1]}, scored on {s["score"][0]} {s["score"][1]}'
+              + (f' ({results["input"]["images"]} images)' if records else '') + f'; {len(records)} finished run(s).',
+              '']
+    if plain:
+        header += [f'{PLAIN}: {plain["num_blocks"]} blocks, {plain["macs"] / 1e9:.3f} GMACs at 3x256x256 against '
+                   f'{plain["target_macs"] / 1e9:.3f} for the recipe\'s InterIR ({plain["relative_difference"]:+.1%}).',
+                   '']
+    with open(os.path.join(plan.out_dir, 'ablation.md'), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(header + lines) + '\n')
+    return results, rows, lines
+
+
+def prepare(plan, table, names):
+    """MiniCDD at the plan's root (built if absent), the ``network_g`` of every variant of ``names`` (the plain
+    stack matched in multiply-adds, its match in ``plan.plain_match``), every one built once to check it.
+
+    Args:
+        plan (Plan): The invocation.
+        table (dict): :func:`variants` of the (quick) recipe network.
+        names (list[str]): The variants to run.
+
+    Returns:
+        dict: Variant name -> ``network_g``.
+    """
+    from interir_plugin.tools.console import route_basicsr_log
+
+    os.makedirs(os.path.join(plan.out_dir, 'options'), exist_ok=True)
+    route_basicsr_log(os.path.join(plan.out_dir, 'ablation.log'))
+    ensure_minicdd(plan.data_root, plan.log)
+    base_net = {**plan.recipe['network_g'], **(QUICK['network_g'] if plan.setting['quick'] else {})}
+    networks = {name: {**base_net, **table[name]} for name in names if name != PLAIN}
+    if PLAIN in names:
+        networks[PLAIN], plan.plain_match = plain_network(base_net)
+        m = plan.plain_match
+        plan.log(f'{PLAIN}: {m["num_blocks"]} blocks, {m["macs"] / 1e9:.3f} GMACs '
+                 f'(InterIR {m["target_macs"] / 1e9:.3f})')
+    check_networks(networks)
+    return {name: networks[name] for name in names}
+
+
+def parse_args():
+    """The command line (:func:`main`)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seconds', type=float, default=60, help='training seconds of every run')
+    parser.add_argument('--seeds', default=None, help='comma-separated seeds, one run per variant and seed '
+                        f'(default {",".join(map(str, SEEDS))}; --quick: {",".join(map(str, QUICK["seeds"]))})')
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default 2; --quick: 1)')
+    parser.add_argument('--variants', default=None, help='comma-separated subset of the recipe\'s variants '
+                        f'(default: all; with the default recipe: {", ".join(default_variant_names())})')
+    parser.add_argument('--out', default=None, help='output folder; rerun with the same one to resume '
+                        '(default out/ablation; --quick: a temporary one)')
+    parser.add_argument('--recipe', default=os.path.join(REPO, RECIPE), help='base training option file')
+    parser.add_argument('--data', default=None, help="MiniCDD root (default: the recipe's protocol_root)")
+    for kind, (protocol, split) in (('train', TRAIN_SPLIT), ('score', SCORE_SPLIT)):
+        parser.add_argument(f'--{kind}-protocol', default=protocol, help=f'protocol of the {kind} set ({protocol})')
+        parser.add_argument(f'--{kind}-split', default=split, help=f'split of the {kind} set ({split})')
+    add_quick_flag(parser)
+    return parser, parser.parse_args()
+
+
+def default_variant_names():
+    """The variant names of the default recipe (for ``--help``; the recipe is read)."""
     from interir_plugin.tools.options import load_option_file
 
-    recipe = load_option_file(recipe_path)
-    data_root = recipe_data_root(recipe_path) if data_root is None else data_root
-    opt_dir = os.path.join(out_dir, 'options')
-    os.makedirs(opt_dir, exist_ok=True)
-    route_basicsr_log(os.path.join(out_dir, 'ablation.log'))
-    ensure_minicdd(data_root, log)
-    base_net = {**recipe['network_g'], **(QUICK['network_g'] if quick else {})}
-    plain_net, plain_match = plain_network(base_net) if PLAIN in names else (None, None)
-    if plain_match:
-        log(f'{PLAIN}: {plain_match["num_blocks"]} blocks, {plain_match["macs"] / 1e9:.3f} GMACs '
-            f'(InterIR {plain_match["target_macs"] / 1e9:.3f})')
-    heldout = {**HELDOUT, 'protocol_root': data_root, **({'protocol_labels': list(QUICK['labels'])} if quick else {})}
+    try:
+        return list(variants(load_option_file(os.path.join(REPO, RECIPE))['network_g']))
+    except (OSError, ValueError, KeyError):
+        return ['(the default recipe could not be read)']
 
-    trained, test_files = {}, []
-    for name in names:
-        net = plain_net if name == PLAIN else {**base_net, **VARIANTS[name]}
-        opt = variant_train_option(recipe, name, net, seconds, data_root, QUICK['train_set'] if quick else None,
-                                   single_output=name == PLAIN)
-        trained[name] = {'network_g': net, **train_variant(name, opt, out_dir, opt_dir, log)}
-        test_files.append(write_option(os.path.join(opt_dir, f'test_{slug(name)}.yml'),
-                                       make_test_option(opt['name'], opt, trained[name]['weights'], heldout),
-                                       f'written by benchmarks/bench_ablation.py: {name} on the held-out split'))
-    log(f'scoring {len(names)} variant(s) and the input on {heldout["name"]} ...')
-    board = bench(test_files, out_dir, root=out_dir, rerun=True, device='cpu', repeats=1 if quick else 3,
-                  warmup=0 if quick else 1, progress=False, log=log,
-                  training={t['experiment']: {k: t[k] for k in ('iters', 'train_seconds')} for t in trained.values()})
-    by_model = {row['model']: row for row in board['rows']}
-    rows = [by_model[t['experiment']] for t in trained.values()]
-    baseline = next(row for row in board['rows'] if row['network'] == '-')
-    metrics, labels = rows[0]['metrics'], rows[0]['labels']
-    variants = {name: {**t, **{k: row[k] for k in ('params', 'gmacs', 'latency_ms', 'device', 'images', 'mean',
-                                                      'per_label')}}
-                for (name, t), row in zip(trained.items(), rows)}
-    summary, lines = tables(variants, baseline, metrics, labels)
-    results = {'recipe': recipe_path, 'recipe_network_g': recipe['network_g'], 'seconds': seconds,
-               'data_root': data_root, 'dataset': heldout, 'metrics': metrics, 'labels': labels,
-               'variants': variants, 'plain_match': plain_match,
-               'input': {k: baseline[k] for k in ('images', 'mean', 'per_label')},
-               'leaderboard': {k: board[k] for k in ('md', 'csv', 'png')}}
-    return results, summary, lines
+
+def make_plan(parser, args, tmp, log):
+    """Check the command line and gather the invocation (:class:`Plan`), the variants to run and the seeds."""
+    from interir_plugin.data.sources import load_protocol
+    from interir_plugin.tools.options import load_option_file
+
+    recipe = load_option_file(args.recipe)
+    table = variants({**recipe['network_g'], **(QUICK['network_g'] if args.quick else {})})
+    try:
+        names = (list(QUICK['variants']) if args.quick and args.variants is None
+                 else select_variants(args.variants, table))
+        seeds = list(QUICK['seeds']) if args.quick and args.seeds is None else parse_seeds(args.seeds or
+                                                                                             ','.join(map(str, SEEDS)))
+        for protocol, split in ((args.train_protocol, args.train_split), (args.score_protocol, args.score_split)):
+            load_protocol(protocol, '', split)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        parser.error(str(err.args[0] if err.args else err))  # a KeyError's message without its quotes
+    if not args.seconds > 0:
+        parser.error(f'--seconds must be positive, got {args.seconds}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be >= 1, got {args.threads}')
+    data = args.data
+    if args.quick and data is None:  # the recipe's MiniCDD when it is complete, else one built in the temp folder
+        root = recipe_data_root(recipe)
+        data = root if os.path.isdir(os.path.join(root, 'loro_heldout')) else os.path.join(tmp, 'MiniCDD')
+    data = recipe_data_root(recipe) if data is None else data
+    recipe_id = os.path.relpath(os.path.abspath(args.recipe), REPO)
+    setting = {'seconds': QUICK['seconds'] if args.quick else args.seconds,
+               'threads': args.threads or (QUICK['threads'] if args.quick else 2),
+               'recipe': os.path.abspath(args.recipe) if recipe_id.startswith('..') else recipe_id,
+               'train': [args.train_protocol, args.train_split], 'score': [args.score_protocol, args.score_split],
+               'quick': args.quick}
+    plan = Plan(recipe, args.out or (tmp if args.quick else os.path.join('out', 'ablation')), data,
+                {'protocol': args.train_protocol, 'protocol_split': args.train_split,
+                 **(QUICK['train_set'] if args.quick else {})},
+                score_dataset(args.score_protocol, args.score_split, data, QUICK['labels'] if args.quick else None),
+                setting, list(table), {}, log)
+    try:  # before any work: the runs already in --out must be comparable with these
+        report.check_setting(report.read_records(plan.records), setting, plan.records)
+    except ValueError as err:
+        parser.error(str(err))
+    return plan, table, names, seeds
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--seconds', type=float, default=60, help='training seconds of every variant')
-    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default 2; --quick: 1)')
-    parser.add_argument('--variants', default=None,
-                        help=f'comma-separated subset of: {", ".join(VARIANTS)} (default: all)')
-    parser.add_argument('--out', default=None, help='output folder (default out/ablation; --quick: a temporary one)')
-    parser.add_argument('--recipe', default=os.path.join(REPO, RECIPE), help='base training option file')
-    parser.add_argument('--data', default=None, help="MiniCDD root (default: the recipe's protocol_root)")
-    add_quick_flag(parser)
-    args = parser.parse_args()
-    try:
-        names = list(QUICK['variants']) if args.quick and args.variants is None else select_variants(args.variants)
-    except ValueError as err:
-        parser.error(str(err))
-    if not args.seconds > 0:
-        parser.error(f'--seconds must be positive, got {args.seconds}')
-    seconds = QUICK['seconds'] if args.quick else args.seconds
-    threads = args.threads or (QUICK['threads'] if args.quick else 2)
-    malloc = 'steady' if steady_malloc() else 'default'
-    set_threads(threads)
-    torch.manual_seed(0)
-    started, t0, load_before = datetime.datetime.now().astimezone(), time.perf_counter(), os.getloadavg()
+    parser, args = parse_args()
 
     def log(message):
         print(message, file=sys.stderr, flush=True)  # stdout carries the JSON document and the table
 
     with tempfile.TemporaryDirectory() as tmp:
-        out_dir = args.out or (tmp if args.quick else os.path.join('out', 'ablation'))
-        data = args.data
-        if args.quick and data is None:  # the recipe's MiniCDD when it is there, else one built in the temp folder
-            root = recipe_data_root(args.recipe)
-            data = root if os.path.isdir(os.path.join(root, 'heldout')) else os.path.join(tmp, 'MiniCDD')
-        results, summary, lines = run(out_dir, seconds, names, args.recipe, data, args.quick, log)
+        plan, table, names, seeds = make_plan(parser, args, tmp, log)
+        malloc = 'steady' if steady_malloc() else 'default'
+        set_threads(plan.setting['threads'])
+        torch.manual_seed(0)
         env = {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')}
-        command = ' '.join([*(f'{k}={v}' for k, v in env.items() if v is not None),
-                            shlex.join([os.path.relpath(sys.executable), *sys.argv])])
-        results = {'command': command, 'cwd': os.getcwd(), 'python': sys.executable, 'environment': env,
-                   'date': started.isoformat(timespec='seconds'), 'quick': args.quick, 'malloc': malloc,
-                   'loadavg_before': load_before, 'loadavg_after': os.getloadavg(),
-                   'wall_seconds': time.perf_counter() - t0, **results}
-        doc = document('ablation', results)
-        with open(os.path.join(out_dir, 'ablation.json'), 'w', encoding='utf-8') as f:
-            json.dump(doc, f, indent=1, default=float)
-        header = [f'# Ablation of InterIR-S at equal CPU time ({results["date"]})', '',
-                  f'`{results["command"]}`', '',
-                  f'{seconds:g} s of training per variant, torch {doc["torch"]}, {doc["threads"]} thread(s); '
-                  f'{results["dataset"]["name"]} ({results["input"]["images"]} images).', '']
-        if results['plain_match']:
-            m = results['plain_match']
-            header += [f'{PLAIN}: {m["num_blocks"]} blocks, {m["macs"] / 1e9:.3f} GMACs at 3x256x256 against '
-                       f'{m["target_macs"] / 1e9:.3f} for the recipe\'s InterIR ({m["relative_difference"]:+.1%}).', '']
-        with open(os.path.join(out_dir, 'ablation.md'), 'w', encoding='utf-8') as f:
-            f.write('\n'.join(header + lines) + '\n')
-        emit('ablation', results, summary, list(summary[0]))
-        print('\n' + '\n'.join(lines[len(summary) + 2:]))
-        log(f'wrote {os.path.join(out_dir, "ablation.json")} and ablation.md')
+        t0 = time.perf_counter()
+        plan.meta = {'command': ' '.join([*(f'{k}={v}' for k, v in env.items() if v is not None),
+                                          shlex.join([os.path.relpath(sys.executable), *sys.argv])]),
+                     'cwd': os.getcwd(), 'python': sys.executable, 'environment': env, 'malloc': malloc,
+                     'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                     'loadavg_before': os.getloadavg()}
+        networks = prepare(plan, table, names)
+        # --quick resumes once: the first seed, then every seed in the same folder (the first seed's runs skipped)
+        passes = [run(plan, names, s, networks) for s in ([seeds[:1], seeds] if args.quick else [seeds])]
+        plan.meta['wall_seconds'] = time.perf_counter() - t0
+        results, rows, lines = render(plan, passes)
+        emit('ablation', results, rows, list(rows[0]) if rows else ['variant'])
+        print('\n' + '\n'.join([lines[0], *lines[len(rows) + 4:]]))  # the rule and the tables after emit's
+        log(f'wrote {os.path.join(plan.out_dir, "ablation.json")} and ablation.md; records in {report.RECORDS}')
 
 
 if __name__ == '__main__':

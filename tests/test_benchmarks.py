@@ -44,16 +44,39 @@ def test_replayed_counted_ops_carry_mmengines_count():
 
 
 def _check_ablation(doc):
-    """The quick ablation trained and scored every quick variant on the quick labels, in its own experiment."""
+    """The quick ablation trained every quick variant once per quick seed, each in its own experiment, on the LORO
+    training renderers, scored them on the LORO held-out split, resumed once (the second pass skipped the first
+    seed's runs) and summarised each variant over its seeds with the spread and the verdict."""
     quick = bench_ablation.QUICK
-    assert list(doc['variants']) == list(quick['variants']) and doc['seconds'] == quick['seconds']
-    assert len({v['experiment'] for v in doc['variants'].values()}) == len(doc['variants'])
-    for v in doc['variants'].values():
-        assert v['iters'] >= 1 and v['train_seconds'] >= quick['seconds'] and v['gmacs'] > 0
-        assert list(v['per_label']) == list(quick['labels']) == doc['labels'] and set(v['mean']) == {'psnr', 'ssim'}
-    assert list(doc['input']['per_label']) == list(quick['labels'])
-    assert doc['variants'][bench_ablation.PLAIN]['network_g']['num_blocks'] == doc['plain_match']['num_blocks'] >= 1
-    assert doc['variants']['no P/Q data term']['network_g']['data_term'] is False
+    seeds, names = list(quick['seeds']), list(quick['variants'])
+    assert doc['setting']['seconds'] == quick['seconds'] and doc['setting']['quick'] is True
+    assert doc['setting']['train'] == list(bench_ablation.TRAIN_SPLIT) == ['minicdd_loro', 'train']
+    assert doc['setting']['score'] == list(bench_ablation.SCORE_SPLIT) == ['minicdd_loro', 'heldout']
+    assert doc['dataset']['protocol'] == 'minicdd_loro' and doc['dataset']['protocol_split'] == 'heldout'
+    first, second = doc['passes']
+    assert first == {'ran': [[n, seeds[0]] for n in names], 'skipped': []}
+    assert second == {'ran': [[n, s] for s in seeds[1:] for n in names], 'skipped': first['ran']}
+    runs = doc['runs']
+    assert sorted((r['variant'], r['seed']) for r in runs) == sorted((n, s) for n in names for s in seeds)
+    assert len({r['experiment'] for r in runs}) == len(runs)
+    for r in runs:
+        assert r['experiment'].endswith(f'_s{r["seed"]}') and r['dataset'] == 'minicdd_loro_heldout'
+        assert r['iters'] >= 1 and r['train_seconds'] >= quick['seconds'] and r['gmacs'] > 0
+        assert list(r['per_label']) == list(quick['labels']) == r['labels']
+        assert set(r['mean']) == {'psnr', 'ssim', 'harm'} and 0 <= r['mean']['harm'] <= 1
+    assert list(doc['variants']) == names and doc['seeds'] == seeds
+    for name, v in doc['variants'].items():
+        assert v['seeds'] == seeds and list(v['per_label_psnr']) == list(quick['labels'])
+        assert all(v[q]['sd'] is not None for q in ('psnr', 'ssim', 'harm', 'iters'))
+        vs = v['vs_base']
+        if name == bench_ablation.BASE:
+            assert vs is None
+        else:
+            assert vs['spread'] == pytest.approx(v['psnr']['sd'] + doc['variants'][bench_ablation.BASE]['psnr']['sd'])
+            assert vs['verdict'] == ('separated' if abs(vs['difference']) > vs['spread'] else 'within the spread')
+    plain = [r for r in runs if r['variant'] == bench_ablation.PLAIN]
+    assert all(r['network_g']['num_blocks'] == doc['plain_match']['num_blocks'] >= 1 for r in plain)
+    assert all(r['network_g']['data_term'] is False for r in runs if r['variant'] == 'no P/Q data term')
 
 
 #: checks of a script's quick-run JSON document beyond the common ones (script file name -> check)
@@ -76,23 +99,88 @@ def test_ablation_variants_are_the_recipe_with_their_network_overrides(tmp_path)
     from interir_plugin.tools.options import check_option_file, load_option_file
 
     recipe = load_option_file(os.path.join(os.path.dirname(BENCHMARKS), bench_ablation.RECIPE))
-    names = [n for n in bench_ablation.VARIANTS if n != bench_ablation.PLAIN]
-    opts = {n: bench_ablation.variant_train_option(recipe, n, {**recipe['network_g'], **bench_ablation.VARIANTS[n]},
-                                                   7, data_root='elsewhere') for n in names}
+    table = bench_ablation.variants(recipe['network_g'])
+    assert list(table)[0] == bench_ablation.BASE and list(table)[-1] == bench_ablation.PLAIN
+    names = [n for n in table if n != bench_ablation.PLAIN]
+    train_set = {'protocol': 'minicdd_loro', 'protocol_split': 'train'}
+    opts = {n: bench_ablation.variant_train_option(recipe, n, {**recipe['network_g'], **table[n]}, 7, seed=11,
+                                                   data_root='elsewhere', train_set=train_set) for n in names}
     assert len({o['name'] for o in opts.values()}) == len(names)
     for name, opt in opts.items():
-        assert opt['network_g'] == {**recipe['network_g'], **bench_ablation.VARIANTS[name]}
+        assert opt['name'] == bench_ablation.experiment_name(name, 11) == f'ablation_{bench_ablation.slug(name)}_s11'
+        assert opt['network_g'] == {**recipe['network_g'], **table[name]} and opt['manual_seed'] == 11
         assert opt['train'] == {**recipe['train'], 'time_budget': 7} and opt['val'] is None and opt['num_gpu'] == 0
-        assert list(opt['datasets']) == ['train'] and opt['datasets']['train']['protocol_root'] == 'elsewhere'
+        # the training renderers of the LORO protocol, with the recipe's other train-set keys and the run's seed
+        assert opt['datasets'] == {'train': {**recipe['datasets']['train'], **train_set, 'seed': 11,
+                                             'protocol_root': 'elsewhere'}}
         check_option_file(write_option(str(tmp_path / f'{bench_ablation.slug(name)}.yml'), opt, name), True)
+    bench_ablation.check_networks({n: {**recipe['network_g'], **table[n]} for n in names})  # every one builds
     plain = bench_ablation.variant_train_option(recipe, bench_ablation.PLAIN, {'type': 'PlainResidualNet'}, 7,
                                                 single_output=True)
     weights = recipe['train'].get('stage_weights')
     assert plain['train'] == {**recipe['train'], 'time_budget': 7, 'stage_weights': weights and weights[-1:]}
+    assert plain['manual_seed'] == recipe['manual_seed'] and plain['name'] == 'ablation_plain_residual_stack'
     assert recipe == load_option_file(os.path.join(os.path.dirname(BENCHMARKS), bench_ablation.RECIPE))
-    assert bench_ablation.select_variants('no_p_q_DATA_term, InterIR-S') == ['InterIR-S', 'no P/Q data term']
+    assert bench_ablation.select_variants('no_p_q_DATA_term, InterIR-S', table) == ['InterIR-S', 'no P/Q data term']
     with pytest.raises(ValueError, match='unknown variant'):
-        bench_ablation.select_variants('no head')
+        bench_ablation.select_variants('no head', table)
+    assert bench_ablation.parse_seeds('10, 11,12') == [10, 11, 12]
+    for bad in ('', '10,10', '-1', 'ten'):
+        with pytest.raises(ValueError, match='--seeds'):
+            bench_ablation.parse_seeds(bad)
+
+
+def test_ablation_toggles_are_named_after_what_they_do_to_the_recipe():
+    table = bench_ablation.variants({'type': 'InterIR', 'freq_branch': False, 'route_by_presence': True})
+    assert table['frequency branch'] == {'freq_branch': True} and 'no frequency branch' not in table
+    assert table['no presence routing'] == {'route_by_presence': False} and 'presence routing' not in table
+    assert table['active-set streaks'] == {'streaks_by_active_set': True}
+    assert table['no recogniser'] == {'recognise': False, 'route_by_presence': False}  # routing needs the recogniser
+    assert table['residual head'] == {'head': 'residual', 'recognise': False, 'route_by_presence': False,
+                                      'streaks_by_active_set': False}
+    recipe = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'expand': 1, 'recognise': False}
+    table = bench_ablation.variants(recipe)
+    assert table['recogniser'] == {'recognise': True}
+    with pytest.raises(ValueError, match="variant 'presence routing'"):  # routing without the recogniser
+        bench_ablation.check_networks({'presence routing': {**recipe, **table['presence routing']}})
+
+
+def _run_record(variant, seed, psnr, setting=None):
+    scores = {'psnr': psnr, 'ssim': 0.5, 'harm': 0.1}
+    return {'variant': variant, 'seed': seed, 'setting': setting or {'seconds': 60}, 'iters': 100 + seed,
+            'train_seconds': 60.0, 'labels': ['haze'], 'mean': scores, 'per_label': {'haze': scores},
+            'input': {'mean': {'psnr': 12.0, 'ssim': 0.4, 'harm': 0.0},
+                      'per_label': {'haze': {'psnr': 12.0, 'ssim': 0.4, 'harm': 0.0}}}}
+
+
+def test_ablation_records_resume_and_report_the_spread(tmp_path):
+    import _ablation_report as report
+
+    path = str(tmp_path / report.RECORDS)
+    assert report.read_records(path) == []
+    runs = [_run_record('InterIR-S', 10, 15.0), _run_record('B', 10, 14.0), _run_record('InterIR-S', 11, 15.2),
+            _run_record('B', 11, 14.4), _run_record('C', 10, 15.5)]
+    for r in runs:
+        report.append_record(path, r)
+    assert report.read_records(path) == runs and not os.path.exists(path + '.tmp')
+    report.check_setting(runs, {'seconds': 60}, path)
+    with pytest.raises(ValueError, match=r'seconds: 60 there, 600 now'):
+        report.check_setting(runs, {'seconds': 600}, path)
+    summary, rows, lines = report.report(runs, ['InterIR-S', 'B', 'C'], 'InterIR-S')
+    base, b, c = summary['InterIR-S'], summary['B'], summary['C']
+    assert base['psnr']['mean'] == pytest.approx(15.1) and base['psnr']['sd'] == pytest.approx(0.2 ** 0.5 / 10 ** 0.5)
+    assert b['vs_base']['difference'] == pytest.approx(-0.9)
+    assert b['vs_base']['spread'] == pytest.approx(base['psnr']['sd'] + b['psnr']['sd'])
+    assert b['vs_base']['verdict'] == 'separated' and c['vs_base']['verdict'] == 'fewer than 2 seeds'
+    assert c['psnr']['sd'] is None and b['iters']['mean'] == 110.5 and b['seeds'] == [10, 11]
+    assert report.difference({'mean': 15.0, 'sd': 0.3}, {'mean': 15.4, 'sd': 0.2})['verdict'] == 'within the spread'
+    assert [r['variant'] for r in rows] == ['input (no restoration)', 'InterIR-S', 'B', 'C']
+    assert any('| B | 10,11 |' in line and '-0.90' in line and 'separated' in line for line in lines)
+    assert lines[0].startswith('Decision rule') and 'PSNR per label (mean over seeds)' in lines
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write('{"variant": "B", "se')  # a line cut short (never written by append_record) is an error, not a run
+    with pytest.raises(ValueError, match=rf'{report.RECORDS}:6: not a JSON line'):
+        report.read_records(path)
 
 
 def test_ablation_plain_stack_has_the_closest_multiply_adds():
