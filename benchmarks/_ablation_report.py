@@ -110,15 +110,16 @@ def summarise(records, order, base):
         base (str): The variant the others are compared with.
 
     Returns:
-        dict: Variant name -> ``seeds``, one :func:`mean_sd` per quantity of :data:`QUANTITIES`,
-        ``per_label_psnr`` (label -> mean over seeds) and ``vs_base`` (None for the base or without its runs).
+        dict: Variant name -> ``seeds``, ``gmacs`` and ``params`` (of its network), one :func:`mean_sd` per
+        quantity of :data:`QUANTITIES`, ``per_label_psnr`` (label -> mean over seeds) and ``vs_base`` (None for the
+        base or without its runs).
     """
     names = [n for n in order if any(r['variant'] == n for r in records)]
     names += list(dict.fromkeys(r['variant'] for r in records if r['variant'] not in names))
     out = {}
     for name in names:
         runs = sorted((r for r in records if r['variant'] == name), key=lambda r: r['seed'])
-        out[name] = {'seeds': [r['seed'] for r in runs],
+        out[name] = {'seeds': [r['seed'] for r in runs], 'gmacs': runs[0]['gmacs'], 'params': runs[0]['params'],
                      **{q: mean_sd([quantity(r, q) for r in runs]) for q in QUANTITIES},
                      'per_label_psnr': {label: statistics.fmean(r['per_label'][label]['psnr'] for r in runs)
                                         for label in runs[0]['labels']}}
@@ -137,15 +138,16 @@ def _pm(stats, name):
 
 
 def summary_rows(summary, input_scores, base):
-    """One row per variant (and the input first) for :func:`report` and :func:`_common.emit`: seeds, mean ± sd of
-    every quantity, the PSNR difference to ``base`` with its spread, and the verdict."""
+    """One row per variant (and the input first) for :func:`report` and :func:`_common.emit`: seeds, multiply-adds
+    (3x256x256), mean ± sd of every quantity, the PSNR difference to ``base`` with its spread, and the verdict."""
     delta = f'ΔPSNR vs {base}'
-    rows = [{'variant': 'input (no restoration)', 'seeds': '-', 'iterations': '-',
+    rows = [{'variant': 'input (no restoration)', 'seeds': '-', 'GMACs': '-', 'iterations': '-',
              **{f'{TITLES[q]} mean ± sd': _cell(input_scores['mean'].get(q), FORMATS[q]) for q in QUANTITIES[:3]},
              delta: '-', 'spread (sd + sd)': '-', 'verdict': '-'}] if input_scores else []
     for name, s in summary.items():
         vs = s['vs_base'] or {}
-        rows.append({'variant': name, 'seeds': ','.join(map(str, s['seeds'])), 'iterations': _pm(s['iters'], 'iters'),
+        rows.append({'variant': name, 'seeds': ','.join(map(str, s['seeds'])), 'GMACs': _cell(s['gmacs'], '.3f'),
+                     'iterations': _pm(s['iters'], 'iters'),
                      **{f'{TITLES[q]} mean ± sd': _pm(s[q], q) for q in QUANTITIES[:3]},
                      delta: _cell(vs.get('difference'), '.2f', '+'), 'spread (sd + sd)': _cell(vs.get('spread'), '.2f'),
                      'verdict': vs.get('verdict', '(base)' if name == base else '-')})

@@ -147,7 +147,8 @@ def test_ablation_toggles_are_named_after_what_they_do_to_the_recipe():
 
 def _run_record(variant, seed, psnr, setting=None):
     scores = {'psnr': psnr, 'ssim': 0.5, 'harm': 0.1}
-    return {'variant': variant, 'seed': seed, 'setting': setting or {'seconds': 60}, 'iters': 100 + seed,
+    return {'variant': variant, 'seed': seed, 'setting': setting or {'seconds': 60}, 'iters': 100 + seed, 'gmacs': 1.0,
+            'params': 1000,
             'train_seconds': 60.0, 'labels': ['haze'], 'mean': scores, 'per_label': {'haze': scores},
             'input': {'mean': {'psnr': 12.0, 'ssim': 0.4, 'harm': 0.0},
                       'per_label': {'haze': {'psnr': 12.0, 'ssim': 0.4, 'harm': 0.0}}}}
@@ -175,7 +176,7 @@ def test_ablation_records_resume_and_report_the_spread(tmp_path):
     assert c['psnr']['sd'] is None and b['iters']['mean'] == 110.5 and b['seeds'] == [10, 11]
     assert report.difference({'mean': 15.0, 'sd': 0.3}, {'mean': 15.4, 'sd': 0.2})['verdict'] == 'within the spread'
     assert [r['variant'] for r in rows] == ['input (no restoration)', 'InterIR-S', 'B', 'C']
-    assert any('| B | 10,11 |' in line and '-0.90' in line and 'separated' in line for line in lines)
+    assert any('| B | 10,11 | 1.000 |' in line and '-0.90' in line and 'separated' in line for line in lines)
     assert lines[0].startswith('Decision rule') and 'PSNR per label (mean over seeds)' in lines
     with open(path, 'a', encoding='utf-8') as f:
         f.write('{"variant": "B", "se')  # a line cut short (never written by append_record) is an error, not a run
