@@ -14,8 +14,10 @@ from conftest import photo_crop, write_yaml
 from interir_plugin.archs.econv import EConv
 from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.cli import main
-from interir_plugin.data.degradations import synthesize
+from interir_plugin.data.degradations import CATEGORY_PARTS, synthesize
 from interir_plugin.tools import audit as A
+from interir_plugin.tools.audit import data as audit_data
+from interir_plugin.tools.audit import summaries
 
 TINY_INTERIR = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'expand': 1}
 TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}
@@ -147,7 +149,8 @@ def _samples(categories=('low', 'rain', 'haze_snow'), n=2, size=(32, 36)):
         clean = photo_crop(('chelsea', 'coffee')[i], size, 30 * i, 40 * i).astype(np.float32) / 255
         for c in categories:
             lq, _, maps = synthesize(clean, c, 0, 11 * i + len(c), return_maps=True)
-            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, A._label_degradations(c, None), maps, group=str(i)))
+            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, audit_data.label_degradations(c, None), maps,
+                                    group=str(i)))
     return samples
 
 
@@ -191,17 +194,17 @@ def test_presence_accuracy_known_answers():
     images of unknown degradations are left out; no decisions at all give None with a note."""
     samples = [A.Sample(f'{i}', label, None, None, None) for i, label in enumerate(('low_haze', 'rain', 'snow'))]
     for sample, label in zip(samples, ('low_haze', 'rain', 'snow')):
-        sample.degradations = {A.CATEGORY_PARTS[p] for p in label.split('_')}
+        sample.degradations = {CATEGORY_PARTS[p] for p in label.split('_')}
     truth = [[c in s.components for c in A.COMPONENTS] for s in samples]
-    right = A._presence_summary([{'presence': t} for t in truth], samples, [])
+    right = summaries.presence_summary([{'presence': t} for t in truth], samples, [])
     assert right['presence_accuracy'] == {c: 1.0 for c in A.COMPONENTS} and right['presence_exact'] == 1.0
-    wrong = A._presence_summary([{'presence': [not v for v in t]} for t in truth], samples, [])
+    wrong = summaries.presence_summary([{'presence': [not v for v in t]} for t in truth], samples, [])
     assert wrong['presence_accuracy'] == {c: 0.0 for c in A.COMPONENTS} and wrong['presence_exact'] == 0.0
     unknown = A.Sample('u', 'x', None, None, None)  # degradations unknown: not counted
-    assert A._presence_summary([{'presence': truth[0]}, {'presence': [False] * 4}], [samples[0], unknown],
+    assert summaries.presence_summary([{'presence': truth[0]}, {'presence': [False] * 4}], [samples[0], unknown],
                                [])['presence_exact'] == 1.0
     notes = []
-    assert A._presence_summary([{}], samples[:1], notes)['presence_accuracy'] is None and notes
+    assert summaries.presence_summary([{}], samples[:1], notes)['presence_accuracy'] is None and notes
 
 
 def test_network_that_ignores_its_routing_has_no_intervention_drop():

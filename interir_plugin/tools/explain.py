@@ -41,6 +41,11 @@ def _to_display(t):
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
 
 
+def image_tensor(rgb):
+    """``H x W x C`` float array -> ``C x H x W`` tensor (contiguous, shares no memory with a view of ``rgb``)."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
 def psnr(a, b):
     """PSNR (dB) of two ``C x H x W`` tensors in [0, 1] after 8-bit rounding (as BasicSR's validation)."""
     return float(calculate_psnr(tensor2img([a]), tensor2img([b]), crop_border=0))
