@@ -55,7 +55,7 @@ from interir_plugin.tools.audit.summaries import (
     routing_summary,
     stage_summary,
 )
-from interir_plugin.tools.explain import round_floats
+from interir_plugin.tools.forward import round_floats
 from interir_plugin.tools.loading import build_restorer, input_channels, resolve_device
 from interir_plugin.tools.options import load_option_file
 

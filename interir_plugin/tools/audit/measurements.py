@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from interir_plugin.tools.audit.statistics import auc, block_mean, correlation, psnr_float
-from interir_plugin.tools.explain import image_tensor, psnr, run_network
+from interir_plugin.tools.forward import image_tensor, psnr, run_network
 from interir_plugin.utils.padding import pad_for_network
 
 #: A feature-grid block is a rain (snow) pixel where the block mean of the synthesiser's rain layer (snow mask) is

@@ -10,7 +10,7 @@ import torch
 
 from interir_plugin.archs.econv import EConv
 from interir_plugin.tools.audit.statistics import psnr_float
-from interir_plugin.tools.explain import image_tensor
+from interir_plugin.tools.forward import image_tensor
 from interir_plugin.utils.padding import crop_to, pad_for_network
 
 
