@@ -25,7 +25,7 @@ import torch
 
 from interir_plugin.archs.econv import PRIOR_NAMES  # InterIR's fixed image priors, in the order of gamma
 from interir_plugin.data.degradations import synthesize
-from interir_plugin.tools.audit.measurements import ACTIVE_SET_THRESHOLD
+from interir_plugin.tools.audit.measurements import ACTIVE_SET_THRESHOLD, airlight_per_channel, presence_of
 from interir_plugin.tools.audit.statistics import auc, block_mean
 from interir_plugin.tools.explain_figure import active_set_panels, draw_figure, map_columns, plot_panels
 from interir_plugin.tools.forward import image_tensor, psnr, round_floats, run_network
@@ -162,15 +162,14 @@ def _prepare_input(input_path, gt_path, max_side, category, seed, maps, renderer
 
 
 def _presence(aux, category):
-    """The recogniser's probabilities (``sigmoid(logit)``), the head's gates and the truth, or None."""
-    logits = (aux or {}).get('presence_logits')
-    if logits is None:
+    """The recogniser's probabilities, the head's gates and (synthesised) the truth, or None."""
+    presence = presence_of(aux)
+    if presence is None:
         return None
-    probs = torch.sigmoid(logits[0].float()).cpu().tolist()
-    out = {'probability': dict(zip(PRESENCE_PARTS, probs))}
-    gates = (((aux.get('maps') or [None])[-1]) or {}).get('presence')
+    probability, gates = presence
+    out = {'probability': dict(zip(PRESENCE_PARTS, probability))}
     if gates is not None:
-        out['gates'] = {p: bool(v > 0.5) for p, v in zip(PRESENCE_PARTS, gates[0].cpu().tolist())}
+        out['gates'] = dict(zip(PRESENCE_PARTS, gates))
     if category is not None:  # synthesised: the category's parts are the truth
         parts = category.split('_')
         out['truth'] = {p: p in parts for p in PRESENCE_PARTS}
@@ -199,8 +198,7 @@ def _airlight(estimated, true_maps):
         return None
     out = {'network': np.asarray(estimated['airlight'], np.float64)}
     if 'airlight' in (true_maps or {}):
-        truth = np.asarray(true_maps['airlight'], np.float64)
-        out['truth'] = truth.reshape(-1, truth.shape[-1]).mean(0) if truth.ndim == 3 else np.atleast_1d(truth.mean())
+        out['truth'] = airlight_per_channel(true_maps['airlight'])
     return out
 
 

@@ -16,6 +16,7 @@ drawn; a short note stands in its place and ``explain.json``'s ``skipped_panels`
 """
 import numpy as np
 
+from interir_plugin.tools.plotting import heat_map, note, stage_ticks
 from interir_plugin.utils.presence import PRESENCE_PARTS
 
 #: A panel whose values span at most this (max - min) shows a constant and is not drawn.
@@ -96,15 +97,10 @@ def active_set_panels(one_minus_delta, truth, skipped):
 
 
 # ------------------------------------------------------------------------------------------------------ drawing
-def _note(ax, text):
-    ax.text(0.5, 0.5, text, ha='center', va='center', fontsize=8, transform=ax.transAxes, wrap=True)
-    ax.axis('off')
-
-
 def _image(fig, ax, plane, title, cmap, limits=None):
     """One map panel (or the note of a constant one) with its colour bar."""
     if isinstance(plane, tuple):
-        return _note(ax, f'{title}\n\nconstant {plane[1]:.3f}\n(panel not drawn)')
+        return note(ax, f'{title}\n\nconstant {plane[1]:.3f}\n(panel not drawn)')
     vmin, vmax = limits or (float(np.min(plane)), max(float(np.max(plane)), float(np.min(plane)) + 1e-6))
     im = ax.imshow(plane, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_title(title, fontsize=7)
@@ -123,7 +119,7 @@ def _draw_image_row(fig, cell, images, ncols):
 
 def _draw_map_row(fig, cell, label, side, columns, ncols):
     row = cell.subgridspec(1, ncols)
-    _note(fig.add_subplot(row[0, 0]), label)
+    note(fig.add_subplot(row[0, 0]), label)
     for col, (_, title, cmap, limits, truth, network) in enumerate(columns, start=1):
         plane = truth if side == 'truth' else network
         if plane is None:
@@ -133,25 +129,17 @@ def _draw_map_row(fig, cell, label, side, columns, ncols):
 
 def _draw_active_row(fig, cell, panels, ncols):
     row = cell.subgridspec(1, ncols)
-    _note(fig.add_subplot(row[0, 0]), 'active set 1 - Delta\n(channel mean; 1: the prior\'s\nprox clamps, 0: passes)\n'
+    note(fig.add_subplot(row[0, 0]), 'active set 1 - Delta\n(channel mean; 1: the prior\'s\nprox clamps, 0: passes)\n'
                                       'on the feature grid')
     for col, (title, plane, cmap) in enumerate(panels, start=1):
         _image(fig, fig.add_subplot(row[0, col]), plane, title, cmap)
 
 
-def _stage_axis(ax, count):
-    ticks = list(range(1, count + 1))
-    ax.set_xticks(ticks, [str(k) for k in range(1, count)] + ['final'])
-    ax.set_xlabel('step')
-    return ticks
-
-
 def _draw_residual(ax, numbers):
-    ticks = _stage_axis(ax, len(numbers['residual']))
+    ticks = stage_ticks(ax, len(numbers['residual']), 'step')
     lines = ax.plot(ticks, numbers['residual'], 'o-', color='C0', label='||P x Q - z||')
     ax.set_ylabel('residual (feature units)', fontsize=7)
     ax.set_title('data-fidelity residual\nand step size eta', fontsize=9)
-    ax.grid(alpha=0.3)
     ax2 = ax.twinx()
     lines += ax2.plot(ticks, numbers['eta'], 's--', color='C3', ms=4, label='eta (right axis)')
     ax2.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2), useOffset=False)
@@ -189,14 +177,8 @@ def _draw_airlight(ax, airlight):
 
 
 def _draw_routing(ax, matrix, columns, title):
-    values = np.asarray(matrix, float)
-    ax.imshow(values, cmap='Blues', vmin=0, vmax=1, aspect='auto')
-    for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=6, color='white' if v > 0.6 else 'black')
-    rows = len(values)
-    ax.set_yticks(range(rows), [f'step {k + 1}' for k in range(rows - 1)] + ['final'], fontsize=7)
-    ax.set_xticks(range(len(columns)), columns, rotation=45, ha='right', fontsize=7)
-    ax.set_title(title, fontsize=9)
+    rows = len(matrix)
+    heat_map(ax, matrix, [f'step {k + 1}' for k in range(rows - 1)] + ['final'], columns, title)
 
 
 def _routing_plot(names, title):

@@ -204,8 +204,6 @@ def _protocol_entries(data, categories, split):
 def _entries(data, categories, split):
     """``[(origin, labels, source entries)]`` of a CDD-11-layout folder or of protocol splits."""
     if osp.isdir(data):
-        if split is not None:
-            raise ValueError(f'split {split!r} is for a protocol; --data {data} is a folder')
         labels = list(categories or [c for c in CDD11_CATEGORIES if osp.isdir(osp.join(data, c))])
         if not labels:
             raise FileNotFoundError(f'--data {data} has clear/ but no CDD-11 category folder '
@@ -239,9 +237,9 @@ def load_samples(data, categories=None, seed=0, max_images=None, max_side=DEFAUL
     """
     if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f'max_images must be a positive int or None, got {max_images!r}')
+    if split is not None and osp.isdir(data):
+        raise ValueError(f'split {split!r} is for a protocol; --data {data} is a folder')
     if osp.isdir(data) and not osp.isdir(osp.join(data, 'clear')):
-        if split is not None:
-            raise ValueError(f'split {split!r} is for a protocol; --data {data} is a folder of clean images')
         return _clean_folder_samples(data, categories, seed, max_images, max_side), 'synthesised'
     parts = _entries(data, categories, split)
     samples, cache = [], {}

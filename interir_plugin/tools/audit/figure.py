@@ -1,28 +1,18 @@
 """``audit.png``: stage PSNR, residual, routing confusion, AUCs, intervention, the headline; routing per label
 (labels x experts, labels x prior gates) and the recogniser per renderer; one rain and one snow example of the
 active set."""
+import textwrap
+
 import numpy as np
 
 from interir_plugin.tools.audit.data import COMPONENTS
 from interir_plugin.tools.audit.measurements import ACTIVE_SET_THRESHOLD
 from interir_plugin.tools.audit.report import fmt, headline
-
-
-def _text_panel(ax, text):
-    ax.text(0.5, 0.5, text, ha='center', va='center', fontsize=9, transform=ax.transAxes, wrap=True)
-    ax.axis('off')
-
-
-def _stage_ticks(ax, count):
-    ticks = list(range(1, count + 1))
-    ax.set_xticks(ticks, [str(k) for k in ticks[:-1]] + ['final'])
-    ax.set_xlabel('stage')
-    ax.grid(alpha=0.3)
-    return ticks
+from interir_plugin.tools.plotting import heat_map, note, stage_ticks
 
 
 def _plot_stages(ax, result):
-    ticks = _stage_ticks(ax, result['stages'])
+    ticks = stage_ticks(ax, result['stages'])
     for label, values in result['stage_psnr_per_label'].items():
         ax.plot(ticks, values, '-', lw=0.8, alpha=0.5, label=label)
     ax.plot(ticks, result['stage_psnr'], 'ko-', lw=2, label='mean')
@@ -34,8 +24,8 @@ def _plot_stages(ax, result):
 
 def _plot_residual(ax, result):
     if not result.get('residual'):
-        return _text_panel(ax, 'no data-fidelity residual\n(the network returns no aux)')
-    ticks = _stage_ticks(ax, len(result['residual']))
+        return note(ax, 'no data-fidelity residual\n(the network returns no aux)')
+    ticks = stage_ticks(ax, len(result['residual']))
     for r in result['per_image']:
         ax.plot(ticks, r['residual'], '-', color='C0', lw=0.5, alpha=0.3)
     ax.plot(ticks, result['residual'], 'ko-', lw=2)
@@ -43,28 +33,12 @@ def _plot_residual(ax, result):
     ax.set_title(f'data-fidelity residual (falls in {100 * result["residual_falls"]:.0f}%)')
 
 
-def _matrix(ax, values, rows, cols, title, vmax=1.0, xlabel=None):
-    """A labelled heat map with every value written in its cell."""
-    values = np.asarray(values, float)
-    im = ax.imshow(values, cmap='Blues', vmin=0, vmax=vmax, aspect='auto')
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha='right', fontsize=6)
-    ax.set_yticks(range(len(rows)), rows, fontsize=6)
-    if values.size <= 120:
-        for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=5,
-                    color='white' if v > 0.6 * vmax else 'black')
-    if xlabel:
-        ax.set_xlabel(xlabel, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    return im
-
-
 def _plot_confusion(ax, result):
     conf = result.get('routing_confusion')
     if not conf:
-        return _text_panel(ax, 'no routing\n(no EConv, or one label)')
+        return note(ax, 'no routing\n(no EConv, or one label)')
     counts = np.asarray(conf['counts'], float)
-    _matrix(ax, counts / np.maximum(counts.sum(1, keepdims=True), 1), conf['labels'], conf['labels'],
+    heat_map(ax, counts / np.maximum(counts.sum(1, keepdims=True), 1), conf['labels'], conf['labels'],
             f'routing: accuracy {result["routing_accuracy"]:.2f} (chance {result["routing_chance"]:.2f})',
             xlabel='nearest routing centroid (share of the row)')
 
@@ -73,7 +47,7 @@ def _plot_aucs(ax, result):
     bars = {f'route {k}': v for k, v in (result.get('routing_auc') or {}).items() if v is not None}
     bars.update({f'1-Delta {k}': v for k, v in (result.get('active_set_auc') or {}).items() if v is not None})
     if not bars:
-        return _text_panel(ax, 'no AUCs\n(no routing, no Delta or no maps)')
+        return note(ax, 'no AUCs\n(no routing, no Delta or no maps)')
     ax.bar(range(len(bars)), list(bars.values()), color=['C2' if k.startswith('1-Delta') else 'C0' for k in bars])
     ax.axhline(0.5, color='grey', ls='--', lw=1)
     ax.set_xticks(range(len(bars)), list(bars), rotation=45, ha='right', fontsize=7)
@@ -88,7 +62,7 @@ def _plot_intervention(ax, result):
     drops = [r['intervention']['own'] - r['intervention']['others'] for r in result['per_image']
              if 'intervention' in r]
     if not drops:
-        return _text_panel(ax, 'no intervention\n(no EConv, or one label)')
+        return note(ax, 'no intervention\n(no EConv, or one label)')
     spread = max(drops) - min(drops)
     ax.hist(drops, bins=min(20, max(5, len(drops) // 3)), color='C1',
             range=None if spread > 1e-6 else (min(drops) - 0.05, max(drops) + 0.05))  # all equal: a visible bar
@@ -101,25 +75,25 @@ def _plot_intervention(ax, result):
 def _plot_routing_per_label(ax_experts, ax_gates, result):
     table = result.get('routing_per_label')
     if not table:
-        _text_panel(ax_experts, 'no routing per label\n(no EConv)')
-        return _text_panel(ax_gates, '')
+        note(ax_experts, 'no routing per label\n(no EConv)')
+        return note(ax_gates, '')
     experts = [f'expert {m + 1}' for m in range(len(table['experts'][0]))]
-    _matrix(ax_experts, table['experts'], table['labels'], experts,
+    heat_map(ax_experts, table['experts'], table['labels'], experts,
             f'expert mix alpha per label (rows sum to 1; spread {table["expert_spread"]:.3f})')
     if not table['gates']:
-        return _text_panel(ax_gates, 'no prior gates\n(prior_gates=False)')
-    _matrix(ax_gates, table['gates'], table['labels'], table['gate_names'],
+        return note(ax_gates, 'no prior gates\n(prior_gates=False)')
+    heat_map(ax_gates, table['gates'], table['labels'], table['gate_names'],
             f'prior gates gamma per label (0 off, 1 on; spread {table["gate_spread"]:.3f})')
 
 
 def _plot_recogniser(ax, result):
     groups = {name: g for name, g in (result.get('per_renderer') or {}).items() if g['presence_calibration']}
     if not result.get('presence_calibration') or not groups:
-        return _text_panel(ax, 'no recogniser calibration\n(no recogniser, or unknown degradations)')
+        return note(ax, 'no recogniser calibration\n(no recogniser, or unknown degradations)')
     rows = ['all'] + [f'{name} ({g["component"] or "data"})' for name, g in groups.items()]
     cals = [result['presence_calibration']] + [g['presence_calibration'] for g in groups.values()]
     acc = [[c[part]['accuracy'] for part in COMPONENTS] for c in cals]
-    _matrix(ax, acc, rows, list(COMPONENTS), 'recogniser accuracy (p > 0.5) per renderer; ECE in the .md',
+    heat_map(ax, acc, rows, list(COMPONENTS), 'recogniser accuracy (p > 0.5) per renderer; ECE in the .md',
             xlabel='presence part')
 
 
@@ -135,6 +109,11 @@ def _plot_examples(fig, grid, examples):
             ax.axis('off')
             if cmap is not None:
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+
+
+def _wrapped(text, width=90):
+    """``text`` with every line wrapped at ``width`` characters (the headline's renderer lines are long)."""
+    return '\n'.join(textwrap.fill(line, width) for line in text.split('\n'))
 
 
 def draw_audit_figure(path, result):
@@ -153,7 +132,7 @@ def draw_audit_figure(path, result):
     _plot_confusion(fig.add_subplot(grid[0, 2]), result)
     _plot_aucs(fig.add_subplot(grid[1, 0]), result)
     _plot_intervention(fig.add_subplot(grid[1, 1]), result)
-    _text_panel(fig.add_subplot(grid[1, 2]), headline(result))
+    note(fig.add_subplot(grid[1, 2]), _wrapped(headline(result)), fontsize=7)
     _plot_routing_per_label(fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1]), result)
     _plot_recogniser(fig.add_subplot(grid[2, 2]), result)
     _plot_examples(fig, grid, examples)

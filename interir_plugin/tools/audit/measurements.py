@@ -48,15 +48,18 @@ def _active_set(sample, deltas, scale, rows, cols):
     return result
 
 
-def _airlight_error(estimate, truth):
-    """MAE of the network's per-channel airlight against the synthesiser's: a number, C values, or a map (fog,
-    glare), compared by its per-channel mean."""
-    truth = np.asarray(truth, np.float32)
+def airlight_per_channel(truth):
+    """The synthesiser's airlight as per-channel values: a number (one value), C values, or a map (fog, glare: its
+    per-channel mean)."""
+    truth = np.asarray(truth, np.float64)
     if truth.ndim == 3:
-        truth = truth.reshape(-1, truth.shape[-1]).mean(0)
-    elif truth.ndim == 2:
-        truth = truth.mean(keepdims=True)
-    return float(np.abs(estimate.flatten().numpy() - truth.reshape(-1)).mean())
+        return truth.reshape(-1, truth.shape[-1]).mean(0)
+    return np.atleast_1d(truth.mean()) if truth.ndim == 2 else truth.reshape(-1)
+
+
+def _airlight_error(estimate, truth):
+    """MAE of the network's per-channel airlight against the synthesiser's (:func:`airlight_per_channel`)."""
+    return float(np.abs(estimate.flatten().numpy() - airlight_per_channel(truth)).mean())
 
 
 def _map_error(key, estimate, truth, size):
@@ -104,16 +107,24 @@ def _delta_record(net, x, sample, aux):
             'scale': scale}
 
 
-def _presence_record(aux):
-    """The recogniser's decisions (the gates its head used) and its probabilities ``sigmoid(logit)``, or ``{}``."""
-    logits = aux.get('presence_logits')
+def presence_of(aux):
+    """The recogniser's probabilities ``sigmoid(logit)`` (4 floats) and the gates its head used (4 bools, or None)
+    for image 0 of ``aux``; None without a recogniser."""
+    logits = (aux or {}).get('presence_logits')
     if logits is None:
+        return None
+    gates = (((aux.get('maps') or [None])[-1]) or {}).get('presence')
+    return (torch.sigmoid(logits[0].float()).cpu().tolist(),
+            None if gates is None else [bool(v) for v in (gates[0] > 0.5).cpu()])
+
+
+def _presence_record(aux):
+    """The recogniser's decisions (the gates its head used) and its probabilities, or ``{}``."""
+    presence = presence_of(aux)
+    if presence is None:
         return {}
-    out = {'presence_probability': torch.sigmoid(logits[0].float()).cpu().tolist()}
-    gates = ((aux.get('maps') or [None])[-1] or {}).get('presence')
-    if gates is not None:
-        out['presence'] = [bool(v) for v in (gates[0] > 0.5).cpu()]
-    return out
+    probability, gates = presence
+    return {'presence_probability': probability, **({} if gates is None else {'presence': gates})}
 
 
 def measure(net, sample, probe, device):
