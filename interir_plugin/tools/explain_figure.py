@@ -247,7 +247,7 @@ def draw_figure(path, title, images, columns=(), active=(), plots=(), footer=Non
     fig = plt.figure(figsize=(width, sum(heights) * 1.2))
     grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35, top=0.95, bottom=0.04)
     _draw_image_row(fig, grid[0], images, ncols)
-    labels = {'truth': 'true maps\n(final step\'s quantities)', 'network': 'network\'s estimates\n(final step)'}
+    labels = {'truth': 'true maps\n(what made the input)', 'network': 'network\'s estimates\n(final step)'}
     for r, side in enumerate(sides, start=1):
         _draw_map_row(fig, grid[r], labels[side], side, columns, ncols)
     if active:
