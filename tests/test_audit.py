@@ -14,8 +14,10 @@ from conftest import photo_crop, write_yaml
 from interir_plugin.archs.econv import EConv
 from interir_plugin.archs.interir_arch import InterIR
 from interir_plugin.cli import main
-from interir_plugin.data.degradations import synthesize
+from interir_plugin.data.degradations import CATEGORY_PARTS, synthesize
 from interir_plugin.tools import audit as A
+from interir_plugin.tools.audit import data as audit_data
+from interir_plugin.tools.audit import summaries
 
 TINY_INTERIR = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'expand': 1}
 TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'depth': 1}
@@ -90,6 +92,63 @@ def test_block_mean_and_correlation():
     assert A.correlation([1, 1, 1], [1, 2, 3]) is None
 
 
+def test_expected_calibration_error_and_accuracy_hand_computed():
+    """Bins [0, .1), [.1, .2), ...: |mean(y) - mean(p)| weighted by the bin's share; decided present above 0.5."""
+    p = [0.05, 0.15, 0.12, 0.95, 0.65, 0.55]
+    y = [False, False, True, True, True, False]
+    # bin 0: .05 vs 0; bin 1: mean p .135 vs mean y .5 (two rows); bin 9: .95 vs 1; bin 6: .65 vs 1; bin 5: .55 vs 0
+    expected = (0.05 + 2 * 0.365 + 0.05 + 0.35 + 0.55) / 6
+    assert A.expected_calibration_error(p, y) == pytest.approx(expected)
+    assert A.calibration(p, y) == {'accuracy': pytest.approx(4 / 6), 'ece': pytest.approx(expected), 'images': 6}
+    assert A.expected_calibration_error([0.0, 1.0], [False, True]) == 0.0  # the ends fall in the first and last bin
+    assert A.expected_calibration_error([0.1, 0.1], [True, False]) == pytest.approx(0.4)  # 0.1 opens bin 1
+    assert A.calibration([], []) == {'accuracy': None, 'ece': None, 'images': 0}
+    with pytest.raises(ValueError, match='lie in \\[0, 1\\], got 0.0..1.5'):
+        A.expected_calibration_error([0.0, 1.5], [True, False])
+
+
+def _record(probability, harm=False):
+    """A per-image record with the recogniser's probabilities; ``harm``: final 2 dB below the input."""
+    return {'presence_probability': probability, 'input_psnr': 12.0, 'stage_psnr': [12.0, 10.0 if harm else 13.0]}
+
+
+def test_calibration_and_harm_per_renderer_hand_computed():
+    """Each sample counts for the renderer of every component it carries; a stored pair for its data."""
+    def sample(label, renderers=None):
+        return A.Sample(label, label, None, None, audit_data.label_degradations(label, None), renderers=renderers,
+                        origin='cdd')
+    samples = [sample('haze', {'haze': 'fog'}), sample('haze', {'haze': 'fog'}), sample('haze', {'haze': 'scatter'}),
+               sample('low_haze', {'low': 'camera', 'haze': 'fog'}), sample('rain')]
+    records = [_record([0.1, 0.9, 0.2, 0.2]), _record([0.1, 0.3, 0.2, 0.2], harm=True), _record([0.1, 0.8, 0.2, 0.2]),
+               _record([0.7, 0.6, 0.6, 0.1]), _record([0.2, 0.2, 0.9, 0.2])]
+    notes = []
+    out = summaries.renderer_summary(records, samples, notes)
+    assert not notes and list(out['per_renderer']) == ['camera', 'fog', 'scatter', 'cdd']  # component order
+    fog = out['per_renderer']['fog']
+    assert fog['component'] == 'haze' and fog['images'] == 3 and fog['harm_rate'] == pytest.approx(1 / 3)
+    # haze on fog: p .9, .3, .6, all present: right, wrong, right; bins 9, 3, 6: (.1 + .7 + .4) / 3
+    assert fog['presence_calibration']['haze'] == {'accuracy': pytest.approx(2 / 3), 'ece': pytest.approx(0.4),
+                                                   'images': 3}
+    # rain on fog: p .2, .2, .6, none present: (2 * .2 + .6) / 3
+    assert fog['presence_calibration']['rain']['ece'] == pytest.approx(1 / 3)
+    assert out['per_renderer']['camera']['presence_calibration']['low']['ece'] == pytest.approx(0.3)
+    stored = out['per_renderer']['cdd']
+    assert stored['component'] is None and stored['presence_calibration']['rain']['accuracy'] == 1.0
+    # overall haze: p .9 .3 .8 .6 .2, truth 1 1 1 1 0: decided 4 of 5 right; (.1 + .7 + .2 + .4 + .2) / 5
+    assert out['presence_calibration']['haze'] == {'accuracy': pytest.approx(0.8), 'ece': pytest.approx(0.32),
+                                                   'images': 5}
+    result = {'stage_psnr': [12.0, 12.4], 'stage_psnr_gain': 0.4, 'stage_psnr_rises': 0.8, 'input_psnr': 12.0,
+              'harm_rate': 0.2, 'per_image': records, **out}
+    text = A.headline(result)
+    # low: p .1 .1 .1 .7 .2, truth 0 0 0 1 0: all right; (3 * .1 + .3 + .2) / 5
+    assert 'recogniser (p > 0.5) accuracy/ECE low 1.00/0.16, haze 0.80/0.32' in text
+    assert 'fog 0.67/0.40' in text and 'camera 1.00/0.30' in text and 'harm rate per renderer: camera 0% of 1' in text
+    no_recogniser = summaries.renderer_summary([{k: v for k, v in r.items() if k != 'presence_probability'}
+                                                for r in records], samples, notes)
+    assert no_recogniser['presence_calibration'] is None and notes
+    assert no_recogniser['per_renderer']['fog']['harm_rate'] == pytest.approx(1 / 3)
+
+
 # ------------------------------------------------------------------------- constructed networks, known answers
 class _Oracle(nn.Module):
     """Returns the input as every stage and, as aux, Delta and a rain layer read off a flat grey background.
@@ -146,8 +205,10 @@ def _samples(categories=('low', 'rain', 'haze_snow'), n=2, size=(32, 36)):
     for i in range(n):
         clean = photo_crop(('chelsea', 'coffee')[i], size, 30 * i, 40 * i).astype(np.float32) / 255
         for c in categories:
-            lq, _, maps = synthesize(clean, c, 0, 11 * i + len(c), return_maps=True)
-            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, A._label_degradations(c, None), maps, group=str(i)))
+            lq, drawn, maps = synthesize(clean, c, 0, 11 * i + len(c), return_maps=True)
+            degradations = audit_data.label_degradations(c, None)
+            samples.append(A.Sample(f'{i}/{c}', c, lq, clean, degradations, maps, group=str(i),
+                                    renderers=audit_data.drawn_renderers(drawn, degradations)))
     return samples
 
 
@@ -191,17 +252,17 @@ def test_presence_accuracy_known_answers():
     images of unknown degradations are left out; no decisions at all give None with a note."""
     samples = [A.Sample(f'{i}', label, None, None, None) for i, label in enumerate(('low_haze', 'rain', 'snow'))]
     for sample, label in zip(samples, ('low_haze', 'rain', 'snow')):
-        sample.degradations = {A.CATEGORY_PARTS[p] for p in label.split('_')}
+        sample.degradations = {CATEGORY_PARTS[p] for p in label.split('_')}
     truth = [[c in s.components for c in A.COMPONENTS] for s in samples]
-    right = A._presence_summary([{'presence': t} for t in truth], samples, [])
+    right = summaries.presence_summary([{'presence': t} for t in truth], samples, [])
     assert right['presence_accuracy'] == {c: 1.0 for c in A.COMPONENTS} and right['presence_exact'] == 1.0
-    wrong = A._presence_summary([{'presence': [not v for v in t]} for t in truth], samples, [])
+    wrong = summaries.presence_summary([{'presence': [not v for v in t]} for t in truth], samples, [])
     assert wrong['presence_accuracy'] == {c: 0.0 for c in A.COMPONENTS} and wrong['presence_exact'] == 0.0
     unknown = A.Sample('u', 'x', None, None, None)  # degradations unknown: not counted
-    assert A._presence_summary([{'presence': truth[0]}, {'presence': [False] * 4}], [samples[0], unknown],
+    assert summaries.presence_summary([{'presence': truth[0]}, {'presence': [False] * 4}], [samples[0], unknown],
                                [])['presence_exact'] == 1.0
     notes = []
-    assert A._presence_summary([{}], samples[:1], notes)['presence_accuracy'] is None and notes
+    assert summaries.presence_summary([{}], samples[:1], notes)['presence_accuracy'] is None and notes
 
 
 def test_network_that_ignores_its_routing_has_no_intervention_drop():
@@ -238,6 +299,48 @@ def test_routing_probe_records_overrides_and_restores():
     assert torch.allclose(before, recorded) and torch.allclose(before, same, atol=1e-5)
     assert not torch.allclose(before, swapped, atol=1e-4) and torch.equal(before, after)
     assert all('route' not in m.__dict__ for m in econvs)
+
+
+@pytest.mark.parametrize('flags', [{}, {'route_by_presence': True, 'streaks_by_active_set': True}])
+def test_routing_per_label_and_calibration_of_interir(flags):
+    """Labels x experts (rows sum to 1) and labels x gates, from the audit's own samples, with InterIR's routing by
+    presence and streaks by the active set off and on; the recogniser's calibration per renderer comes along."""
+    torch.manual_seed(0)
+    net = InterIR(**{k: v for k, v in TINY_INTERIR.items() if k != 'type'}, **flags).eval()
+    samples = _samples()
+    result = A.audit_network(net, samples, 'synthesised', log=lambda *_: None)
+    table = result['routing_per_label']
+    assert table['labels'] == ['low', 'rain', 'haze_snow'] and table['images'] == [2, 2, 2]
+    experts = np.array(table['experts'])
+    assert experts.shape == (3, TINY_INTERIR['num_experts']) and np.allclose(experts.sum(1), 1)
+    gates = np.array(table['gates'])
+    assert gates.shape == (3, 5) and ((gates > 0) & (gates < 1)).all() and table['gate_names'][0] == 'identity'
+    assert table['expert_spread'] == pytest.approx(np.ptp(experts, 0).max())
+    assert set(result['presence_calibration']) == set(A.COMPONENTS)
+    assert list(result['per_renderer']) == ['retinex', 'scatter', 'streaks', 'flakes']  # the original renderers
+    assert result['per_renderer']['flakes']['images'] == 2
+    assert all(0 <= r['presence_probability'][0] <= 1 for r in result['per_image'])
+
+
+def test_routing_per_label_of_a_constructed_econv_net():
+    result = A.audit_network(_Routed(False), _samples(), 'synthesised', log=lambda *_: None)
+    experts = np.array(result['routing_per_label']['experts'])
+    assert experts.shape == (3, 2) and np.allclose(experts.sum(1), 1)
+    assert result['presence_calibration'] is None and any('presence_calibration' in n for n in result['notes'])
+
+
+def test_audit_package_public_api_and_modules():
+    """What the CLI, the demo and users import, and each part findable by name."""
+    from interir_plugin.tools.audit import figure, measurements, probes, report, statistics
+
+    for name in ('audit', 'audit_network', 'load_samples', 'Sample', 'RoutingProbe', 'headline', 'target_table',
+                 'auc', 'nearest_centroid_accuracy', 'chance_rate', 'presence_auc', 'block_mean', 'correlation',
+                 'held_out_centroids', 'calibration', 'expected_calibration_error', 'COMPONENTS', 'TARGETS',
+                 'ACTIVE_SET_THRESHOLD', 'MAP_KEYS', 'DEFAULT_MAX_SIDE', 'write_markdown', 'draw_audit_figure'):
+        assert hasattr(A, name) and name in A.__all__, name
+    assert A.RoutingProbe is probes.RoutingProbe and A.measure is measurements.measure
+    assert A.auc is statistics.auc and A.headline is report.headline
+    assert A.draw_audit_figure is figure.draw_audit_figure and A.load_samples is audit_data.load_samples
 
 
 # ------------------------------------------------------------------------------------------------- end to end
@@ -321,6 +424,7 @@ def test_audit_of_a_labelled_set_and_of_dgunet(tmp_path):
     assert labelled['active_set_auc'] is None and labelled['map_error'] is None
     assert any('labelled set has no synthesiser maps' in n for n in labelled['notes'])
     assert labelled['routing_accuracy'] is not None and labelled['routing_auc']['low'] is not None
+    assert list(labelled['per_renderer']) == [str(tmp_path / 'cdd')]  # stored pairs: one group, named after the data
     dg = _option(tmp_path, TINY_DGUNET, 'dg')
     with pytest.warns(UserWarning):
         result = A.audit(dg, str(tmp_path / 'cdd'), str(tmp_path / 'b'), categories=['rain'], device='cpu',
@@ -425,3 +529,56 @@ def test_airlight_error_against_a_renderer_whose_airlight_is_a_map(tmp_path, ren
     result = A.audit_network(net, samples, 'labelled', log=lambda *_: None)
     truth = np.mean([np.mean(s.maps['airlight']) for s in samples])
     assert 0 <= result['map_error']['airlight'] <= abs(0.8 - truth) + 0.01  # A starts at sigmoid(1.4) = 0.8
+
+
+def _renderer_protocol(tmp_path):
+    """A protocol like minicdd_renderers (a split per haze renderer, synthesised) plus a stored split like
+    minicdd_loro's heldout (a CDD-11 layout)."""
+    _cdd_layout(str(tmp_path / 'cdd'), labels=('haze',))
+
+    def split(renderer):
+        return {'sources': [{'label': label, 'dataroot_gt': '{root}/clear',
+                             'synthesis': {'category': label, 'renderers': {'haze': renderer}}}
+                            for label in ('haze', 'low_haze')]}
+    return write_yaml(tmp_path / 'renderers.yml', {
+        'name': 'renderers', 'labels': ['haze', 'low_haze'], 'default_root': str(tmp_path / 'cdd'),
+        'splits': {'heldout_fog': split('fog'), 'heldout_glare': split('glare'), 'train': split('scatter'),
+                   'heldout': {'cdd11': {'root': '{root}', 'categories': ['haze']}}}})
+
+
+def test_protocol_splits_by_pattern_carry_their_renderers(tmp_path):
+    protocol = _renderer_protocol(tmp_path)
+    assert A.protocol_splits(protocol, 'heldout_*') == ['heldout_fog', 'heldout_glare']
+    assert A.protocol_splits(protocol, ['heldout', 'heldout_*', 'heldout_fog']) == ['heldout', 'heldout_fog',
+                                                                                     'heldout_glare']
+    samples, kind = A.load_samples(protocol, split='heldout_*', seed=1)
+    assert kind == 'synthesised' and len(samples) == 2 * 2 * 2  # splits x labels x photos
+    assert [s.renderers for s in samples[:2]] == [{'haze': 'fog'}, {'haze': 'fog'}]
+    assert samples[4].renderers == {'haze': 'glare'} and samples[6].renderers == {'low': 'retinex', 'haze': 'glare'}
+    assert samples[0].name == 'heldout_fog:0/haze' and samples[0].origin.endswith(':heldout_fog')
+    stored, kind = A.load_samples(protocol, split='heldout')  # stored pairs: one group named after the data
+    assert kind == 'labelled' and stored[0].renderers is None and stored[0].renderer_groups == [('renderers:heldout',
+                                                                                                 None)]
+    with pytest.raises(KeyError, match="no split 'test_.*'; it has \\['heldout_fog'"):
+        A.load_samples(protocol, split='test_*')
+    with pytest.raises(ValueError, match='is for a protocol'):
+        A.load_samples(str(tmp_path / 'cdd'), split='heldout')
+
+
+def test_audit_command_per_renderer_in_one_run(tmp_path, capsys):
+    protocol = _renderer_protocol(tmp_path)
+    opt = _option(tmp_path, TINY_INTERIR, 'tiny', weights=True)
+    out = tmp_path / 'audit'
+    assert main(['audit', '-opt', opt, '--data', protocol, '--split', 'heldout_*', 'heldout', '--out', str(out),
+                 '--device', 'cpu']) == 0
+    printed = capsys.readouterr().out
+    assert 'recogniser (p > 0.5) accuracy/ECE' in printed and 'harm rate per renderer: retinex' in printed
+    result = json.load(open(out / 'audit.json'))
+    assert result['splits'] == ['heldout_fog', 'heldout_glare', 'heldout']
+    groups = result['per_renderer']
+    assert list(groups) == ['retinex', 'fog', 'glare', 'renderers:heldout']
+    assert [g['images'] for g in groups.values()] == [4, 4, 4, 2]  # low_haze counts for retinex and its haze's
+    assert all(0 <= g['harm_rate'] <= 1 and set(g['presence_calibration']) == set(A.COMPONENTS)
+               for g in groups.values())
+    markdown = (out / 'audit.md').read_text()
+    assert '## Per renderer' in markdown and '| fog | haze | 4 |' in markdown and '## Routing per label' in markdown

@@ -197,6 +197,59 @@ def test_explain_interir_figure_and_numbers(tmp_path):
     assert abs(psnr - numbers['stage_psnr'][-1]) < 1e-3
 
 
+@pytest.mark.parametrize('flags', [{}, {'route_by_presence': True, 'streaks_by_active_set': True}])
+def test_explain_shows_the_truth_beside_the_network_and_no_constant_panel(tmp_path, flags):
+    """A tiny InterIR as initialised (its head is the identity: gain and transmission exactly 1) on a clean photo
+    synthesised into low_haze_rain with fog (a uniform transmission): those constant maps are not drawn and
+    skipped_panels says so with their value; the rest is there with the truth."""
+    clean = _write(tmp_path / 'clean.png', photo_crop('chelsea', (40, 44))[:, :, ::-1])
+    opt_path = _option(tmp_path, {**TINY_INTERIR, **flags}, 'ex')
+    assert main(['explain', '-opt', opt_path, '--input', clean, '--category', 'low_haze_rain', '--renderers',
+                 'haze=fog', '--seed', '1', '--out', str(tmp_path / 'ex'), '--device', 'cpu']) == 0
+    numbers = json.load(open(tmp_path / 'ex' / 'explain.json'))
+    assert numbers['drawn']['haze.renderer'] == 'fog'
+    skipped = {p['panel']: p['value'] for p in numbers['skipped_panels']}
+    assert skipped['gain (network)'] == 1.0 and skipped['transmission (network)'] == 1.0
+    assert skipped['transmission (truth)'] == pytest.approx(numbers['true_maps']['transmission']['mean'])
+    assert 'gain (truth)' not in skipped and 'layer (network)' not in skipped  # maps that vary are drawn
+    presence = numbers['presence']
+    assert set(presence['probability']) == {'low', 'haze', 'rain', 'snow'}
+    assert all(0 <= v <= 1 for v in presence['probability'].values())
+    assert presence['truth'] == {'low': True, 'haze': True, 'rain': True, 'snow': False}
+    assert len(numbers['active_set_auc']['rain']) == TINY_INTERIR['num_stages'] + 1
+    assert 'interir audit' in numbers['routing_per_label']
+    assert cv2.imread(str(tmp_path / 'ex' / 'explain.png')) is not None
+    with pytest.raises(SystemExit, match="--renderers 'fog': expected DEGRADATION=RENDERER"):
+        main(['explain', '-opt', opt_path, '--input', clean, '--category', 'haze', '--renderers', 'fog', '--out',
+              str(tmp_path / 'ex2'), '--device', 'cpu'])
+    with pytest.raises(SystemExit, match="unknown renderer.*'smoke'.*'haze'"):
+        main(['explain', '-opt', opt_path, '--input', clean, '--category', 'haze', '--renderers', 'haze=smoke',
+              '--out', str(tmp_path / 'ex2'), '--device', 'cpu'])
+
+
+def test_explain_map_columns_drop_constants_and_keep_what_varies():
+    from interir_plugin.tools.explain_figure import is_constant, map_columns, plot_panels
+
+    assert is_constant(np.full((4, 4), 0.3) + np.linspace(0, 0.9e-3, 16).reshape(4, 4))
+    assert not is_constant([0.3, 0.302]) and is_constant([])
+    ramp = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    skipped = []
+    columns = map_columns({'transmission': np.full((4, 4), 0.4), 'rain': ramp, 'layer': ramp[..., None].repeat(3, 2)},
+                          {'transmission': np.ones((4, 4, 1)), 'gain': np.ones((4, 4, 1)), 'streak': ramp[..., None]},
+                          skipped)
+    by_key = {c[0]: c for c in columns}
+    assert list(by_key) == ['gain', 'transmission', 'layer', 'streak']  # MAP_COLUMNS order; no column for nothing
+    assert by_key['gain'][4] is None and by_key['gain'][5] == ('constant', 1.0) and by_key['gain'][3] is None
+    assert by_key['transmission'][4][0] == 'constant' and by_key['layer'][5] is None
+    assert by_key['streak'][3] == (0.0, 1.0) and by_key['layer'][3] == (-1.0, 1.0)  # one scale for both sides
+    assert [p['panel'] for p in skipped] == ['gain (network)', 'transmission (truth)', 'transmission (network)']
+    numbers = {'residual': [1.0, 1.0], 'eta': [0.5, 0.5], 'alpha_mean': [[0.5, 0.5], [0.4, 0.6]],
+               'gamma_mean': [[0.5] * 5, [0.5] * 5], 'prior_names': ['p'] * 5}
+    skipped = []
+    plots = plot_panels(numbers, None, None, skipped)
+    assert len(plots) == 1 and {p['panel'] for p in skipped} == {'residual', 'prior gates gamma'}
+
+
 def test_explain_dgunet_stage_images_and_random_weight_warning(tmp_path):
     lq = _write(tmp_path / 'lq.png', photo_crop('coffee', (32, 40))[:, :, ::-1])
     opt_path = _option(tmp_path, TINY_DGUNET, 'dg', weights=False)

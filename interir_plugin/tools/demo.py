@@ -13,9 +13,10 @@ Steps (each printed with its wall time):
 3. Scoring of every model and of the degraded input on a fixed subset of the MiniCDD test split
    (:data:`SCORE_TILE`, :data:`SCORE_CROP`: 33 crops of 128 x 128) with :func:`interir_plugin.tools.bench.bench`:
    ``<out>/leaderboard.{md,csv,png}``, with the iterations each model reached and its training seconds.
-4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on one test image of the hardest
-   category (``low_haze_rain``), and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos
-   synthesised into every category: ``<out>/explain/``, ``<out>/audit/``.
+4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on the first clean test tile synthesised
+   into the hardest category (``low_haze_rain``, seed 0: the true physical maps are drawn beside the network's),
+   and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos synthesised into every
+   category: ``<out>/explain/``, ``<out>/audit/``.
 
 BasicSR's log of all runs goes to ``<out>/demo.log``; the console gets the steps, the trainer's iteration lines,
 the leaderboard and the audit's headline. ``quick`` runs the same steps on a tiny budget and a few images: it
@@ -331,11 +332,11 @@ def explain_and_audit(name, option_file, out_dir, device, quick, steps, log):
     from interir_plugin.tools.explain import explain
 
     label = QUICK['labels'][-1] if quick else EXPLAIN_LABEL
-    with steps('explain', f'explaining {name} on one {label} test image'):
+    with steps('explain', f'explaining {name} on one test photo synthesised into {label}'):
+        # synthesised here rather than read from test/<label>/: the synthesiser's maps are the truth the figure shows
         image = sorted(os.listdir(os.path.join(DATA_ROOT, 'test', label)))[0]
-        explained = explain(option_file, os.path.join(DATA_ROOT, 'test', label, image),
-                            os.path.join(out_dir, 'explain'),
-                            gt_path=os.path.join(DATA_ROOT, 'test', 'clear', image), device=device)
+        explained = explain(option_file, os.path.join(DATA_ROOT, 'test', 'clear', image),
+                            os.path.join(out_dir, 'explain'), category=label, seed=0, device=device)
     with steps('audit', f'auditing {name} on the centre {AUDIT_SIDE} x {AUDIT_SIDE} of the held-out clean photos, '
                         'synthesised into every category'):
         result = audit(option_file, os.path.join(DATA_ROOT, 'heldout', 'clear'), os.path.join(out_dir, 'audit'),
