@@ -10,9 +10,16 @@ come from :func:`interir_plugin.utils.complexity.model_complexity` at 3x256x256,
 does not depend on them). The degraded input itself is scored as a baseline row (PSNR/SSIM of LQ against GT,
 with the option file's ``val.metrics``). With a PSNR metric every row also has the harm rate (``harm``: the share of
 images the model made more than 0.5 dB worse than its input; 0 for the input row).
+
+A shipped model is a row like an option file: ``pretrained:<name>`` (:mod:`interir_plugin.weights`, its SHA-256
+checked) becomes a test option file ``<out>/options/test_<name>.yml`` named ``<name>@<hash prefix>`` (so results of
+other weights are never reused for it), scored on the datasets of ``data`` (:func:`data_blocks`: CDD-11-layout
+folders or ``PROTOCOL:SPLIT``, with :data:`DEFAULT_METRICS`) or, without ``data``, on the datasets and
+``val.metrics`` of the call's first option file.
 """
 import copy
 import os
+import re
 
 import torch
 from basicsr.archs import build_network
@@ -24,14 +31,18 @@ from tqdm import tqdm
 from interir_plugin.tools import leaderboard
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.loading import device_scope, input_channels, resolve_device
-from interir_plugin.tools.options import load_option_file
+from interir_plugin.tools.options import load_option_file, write_option
 from interir_plugin.tools.pipelines import run_basicsr
 from interir_plugin.tools.profile import example_input, measure_latency
 from interir_plugin.utils.complexity import model_complexity
 from interir_plugin.utils.metrics import HARM, label_summary, psnr_metric
+from interir_plugin.weights import PREFIX, is_pretrained, shipped_options
 
 #: Input of the cost columns (C, H, W); C is replaced by the network's input channels.
 COST_INPUT = (3, 256, 256)
+#: Metrics of datasets given as ``data`` (BasicSR's, RGB, no border crop; the demo's).
+DEFAULT_METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
+                   'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}
 
 
 def scored_datasets(opt, option_path):
@@ -57,6 +68,117 @@ def scored_datasets(opt, option_path):
     if not (opt.get('val') or {}).get('metrics'):
         raise ValueError(f'{option_path}: val.metrics is required to score the test datasets')
     return out
+
+
+def _cdd11_folder(root):
+    """The ``cdd11`` entry of a CDD-11-layout folder: its label folders among the 11 categories."""
+    from interir_plugin.data.degradations import CDD11_CATEGORIES
+
+    labels = [c for c in CDD11_CATEGORIES if os.path.isdir(os.path.join(root, c))]
+    if not os.path.isdir(os.path.join(root, 'clear')) or not labels:
+        raise ValueError(f'--data {root}: a CDD-11-layout folder holds clear/ and label folders '
+                         f'({", ".join(CDD11_CATEGORIES)}); found {sorted(os.listdir(root))}')
+    return {'root': root, **({} if len(labels) == len(CDD11_CATEGORIES) else {'categories': labels})}
+
+
+def data_blocks(specs):
+    """Test dataset blocks of ``data`` specs: a CDD-11-layout folder (``clear/`` + label folders, the labels present
+    are scored; named after the folder) or ``PROTOCOL:SPLIT`` (a protocol of ``datasets_meta/`` or a protocol file,
+    at its ``default_root`` relative to the current folder; named ``<protocol>_<split>``).
+
+    Args:
+        specs (list[str]): The specs.
+
+    Returns:
+        list[dict]: ``MultiDegradationPairedDataset`` blocks.
+    """
+    from interir_plugin.data.sources import load_protocol
+
+    blocks = []
+    for spec in specs:
+        block = {'type': 'MultiDegradationPairedDataset', 'io_backend': {'type': 'disk'}}
+        if os.path.isdir(spec):
+            block.update(name=os.path.basename(os.path.normpath(spec)), cdd11=_cdd11_folder(spec))
+        elif ':' in spec:
+            protocol, split = spec.rsplit(':', 1)
+            load_protocol(protocol, None, split)  # an unknown protocol or split fails here, naming what exists
+            name = os.path.splitext(os.path.basename(protocol))[0]
+            block.update(name=f'{name}_{split}', protocol=protocol, protocol_split=split)
+        else:
+            raise ValueError(f'--data {spec}: neither a folder (CDD-11 layout) nor PROTOCOL:SPLIT '
+                             '(e.g. minicdd_loro:test)')
+        blocks.append(block)
+    names = [b['name'] for b in blocks]
+    if len(set(names)) != len(names):
+        raise ValueError(f'--data: two datasets would have the same name: {names}')
+    return blocks
+
+
+def pretrained_option_file(spec, out_dir, datasets, metrics):
+    """Write the test option file of a shipped model (``pretrained:<name>``) on ``datasets``; return its path.
+
+    Args:
+        spec (str): ``pretrained:<name>``.
+        out_dir (str): The bench's output folder (the file goes to ``<out_dir>/options/``).
+        datasets (list[dict]): Test dataset blocks.
+        metrics (dict): ``val.metrics``.
+
+    Returns:
+        tuple: ``(path, shipped)``: the option file and the model's ``shipped`` record
+        (:func:`interir_plugin.weights.shipped_options`).
+    """
+    shipped = shipped_options(spec[len(PREFIX):])
+    opt = {'name': shipped['name'], 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0, 'manual_seed': 0,
+           'network_g': shipped['network_g'],
+           'datasets': {f'test_{i}': {k: v for k, v in ds.items() if k != 'phase'}
+                        for i, ds in enumerate(datasets, 1)},
+           'path': shipped['path'], 'val': {**shipped['val'], 'save_img': False, 'pbar': False, 'metrics': metrics}}
+    file = re.sub(r'[^\w.\-]', '_', shipped['shipped']['model'])
+    path = write_option(os.path.join(out_dir, 'options', f'test_{file}.yml'), opt,
+                        f'written by interir bench for {spec}: {shipped["shipped"]["file"]}, sha256 '
+                        f'{shipped["shipped"]["sha256"]}')
+    return path, shipped
+
+
+def resolve_models(option_paths, out_dir, data=None, log=print):
+    """The option files to bench: ``pretrained:<name>`` entries replaced by their written option files.
+
+    Args:
+        option_paths (list[str]): Option files and ``pretrained:<name>`` specs.
+        out_dir (str): The bench's output folder.
+        data (list[str] | None): :func:`data_blocks` specs for the shipped models. Default: None (the datasets and
+            metrics of the first option file in ``option_paths``).
+        log (callable): Receives a line per shipped model. Default: print.
+
+    Returns:
+        tuple: ``(paths, training)``: option files in the given order, and ``{row name: {'iters', 'train_seconds'}}``
+        of the shipped models whose manifest records them.
+    """
+    files = [p for p in option_paths if not is_pretrained(p)]
+    if data and len(files) == len(option_paths):
+        raise ValueError(f'bench: --data {" ".join(data)} is the test data of shipped models (pretrained:NAME), and '
+                         'none is given; option files are scored on their own datasets')
+    if data:
+        datasets, metrics, source = data_blocks(data), DEFAULT_METRICS, '--data'
+    elif len(files) < len(option_paths):
+        if not files:
+            raise ValueError('bench: a shipped model (pretrained:NAME) needs test data: pass --data PROTOCOL:SPLIT '
+                             'or a CDD-11 folder, or an option file whose datasets it is scored on')
+        donor = load_option_file(files[0])
+        datasets, metrics, source = scored_datasets(donor, files[0]), donor['val']['metrics'], files[0]
+    paths, training = [], {}
+    for spec in option_paths:
+        if not is_pretrained(spec):
+            paths.append(spec)
+            continue
+        path, shipped = pretrained_option_file(spec, out_dir, datasets, metrics)
+        record = shipped['shipped']
+        log(f'{spec}: {record["file"]} (sha256 {record["sha256"][:12]}) as {shipped["name"]}, on the datasets of '
+            f'{source}')
+        if record['iterations'] is not None:
+            training[shipped['name']] = {'iters': record['iterations'], 'train_seconds': record['train_seconds']}
+        paths.append(path)
+    return paths, training
 
 
 def metrics_csv_path(root, opt, dataset_name):
@@ -119,12 +241,12 @@ def network_cost(network_opt, device, repeats=5, warmup=1):
 
 
 def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, device='auto', repeats=5,
-          warmup=1, progress=True, verbose=False, training=None, log=print):
+          warmup=1, progress=True, verbose=False, training=None, log=print, data=None):
     """Test every option file (or reuse its results), then write one leaderboard.
 
     Args:
         option_paths (list[str]): Test option files (``network_g``, ``path.pretrain_network_g``, ``datasets``,
-            ``val.metrics``).
+            ``val.metrics``) and shipped models (``pretrained:<name>``, module docstring).
         out_dir (str): Folder of ``leaderboard.{md,csv,png}`` (created). Default: 'bench'.
         root (str): Root of BasicSR's ``results/<name>/``. Default: '.'.
         rerun (bool): Run the test pipeline even where its metrics CSV exists. Default: False.
@@ -138,6 +260,8 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
         training (dict | None): ``{model name: {'iters': int, 'train_seconds': float}}`` of the runs that made the
             weights, shown as leaderboard columns. Default: None.
         log (callable): Receives one-line progress messages. Default: print.
+        data (list[str] | None): Test data of the shipped models (:func:`data_blocks`). Default: None (the first
+            option file's datasets and metrics).
 
     Returns:
         dict: ``rows`` and the paths/markdown of :func:`leaderboard.write_leaderboard`.
@@ -145,6 +269,8 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
     if not option_paths:
         raise ValueError('bench: give at least one option file (-opt A.yml -opt B.yml ...)')
     dev = resolve_device(device)
+    option_paths, shipped_training = resolve_models(option_paths, out_dir, data, log)
+    training = {**shipped_training, **(training or {})}
     route_basicsr_log(os.path.join(out_dir, 'bench.log'), verbose)
     rows, baselines = [], {}
     for path in option_paths:
@@ -168,7 +294,7 @@ def bench(option_paths, out_dir='bench', root='.', rerun=False, identity=True, d
         for ds, csv_path in zip(datasets, csvs):
             scores = leaderboard.read_metrics_csv(csv_path)
             rows.append({'model': opt['name'], 'network': opt['network_g']['type'], 'dataset': ds['name'], **cost,
-                         **(training or {}).get(opt['name'], {}),
+                         **training.get(opt['name'], {}),
                          **{k: scores[k] for k in ('images', 'metrics', 'labels', 'per_label', 'mean')}})
             if identity and ds['name'] not in baselines:
                 baselines[ds['name']] = identity_scores(ds, opt['val']['metrics'], progress)

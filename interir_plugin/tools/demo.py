@@ -29,12 +29,11 @@ import os
 import time
 
 import torch
-import yaml
 
 from interir_plugin.tools.bench import bench, identity_scores
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.loading import device_scope, resolve_device
-from interir_plugin.tools.options import load_option_file
+from interir_plugin.tools.options import load_option_file, write_option
 from interir_plugin.tools.pipelines import run_basicsr
 
 #: Repository root (the demo's option files live in its ``options/``).
@@ -165,14 +164,6 @@ def make_test_option(name, train_opt, weights, dataset):
                  'strict_load_g': True},
         'val': {'save_img': False, 'pbar': False, 'metrics': METRICS},
     }
-
-
-def write_option(path, opt, comment):
-    """Write ``opt`` as YAML under a comment line; return ``path``."""
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(f'# {comment}\n')
-        yaml.safe_dump(opt, f, sort_keys=False)
-    return path
 
 
 def read_curve(path):

@@ -1,10 +1,12 @@
-"""Option files to ready-to-run networks for the tools (infer, explain, profile), outside BasicSR's pipelines.
+"""Option files (and shipped models) to ready-to-run networks for the tools (infer, explain, profile), outside
+BasicSR's pipelines.
 
 A tool builds the network of an option file's ``network_g`` through :class:`UnfoldingRestorationModel` in test
 mode, whatever the file's ``model_type``: that class loads ``path.pretrain_network_g`` (``weights_only``), pads
 to the network's ``size_multiple`` and tiles / self-ensembles as ``val:`` says, and it accepts networks that
 return one tensor, so BasicSR's own archs (SwinIR, RIDNet, EDSR, ...) run the same way. ``train:`` and
-``datasets:`` are not read. No folder is created.
+``datasets:`` are not read. No folder is created. Where a tool takes an option file it may take a shipped model,
+``pretrained:<name>`` (:func:`model_options`; :mod:`interir_plugin.weights`).
 """
 import contextlib
 import copy
@@ -13,6 +15,9 @@ import warnings
 
 import torch
 from basicsr.models import build_model
+
+from interir_plugin.tools.options import load_option_file
+from interir_plugin.weights import PREFIX, is_pretrained, shipped_options
 
 #: ``network_g`` keys that hold the number of input channels, over the plugin's and BasicSR's archs.
 _IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'in_channels', 'in_c', 'in_nc')
@@ -65,6 +70,26 @@ def input_channels(network_opt):
     return 3
 
 
+def model_options(spec):
+    """The options of a tool's model argument and a line saying which weights they load.
+
+    Args:
+        spec (str): An option file, or ``pretrained:<name>`` for a shipped model (its weights' SHA-256 is checked
+            here: :func:`interir_plugin.weights.shipped_options`).
+
+    Returns:
+        tuple: ``(options, weights)``: the options (``network_g``, ``path``, ``val``; a shipped model's also
+        ``name`` and ``shipped``) and e.g. ``'shipped InterIR-S: .../InterIR-S.pth (sha256 1a2b3c4d5e6f)'``.
+    """
+    if is_pretrained(spec):
+        opt = shipped_options(spec[len(PREFIX):])
+        shipped = opt['shipped']
+        return opt, f'shipped {shipped["model"]}: {shipped["file"]} (sha256 {shipped["sha256"][:12]})'
+    opt = load_option_file(spec)
+    weights = (opt.get('path') or {}).get('pretrain_network_g')
+    return opt, f'{spec}: {weights or "RANDOM weights (path.pretrain_network_g is not set)"}'
+
+
 def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=None, weights=True):
     """Test-mode options for :class:`UnfoldingRestorationModel` built from any option file's contents.
 
@@ -74,7 +99,7 @@ def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=N
     Args:
         opt (dict): Options as read by :func:`~interir_plugin.tools.options.load_option_file` (not modified).
         device (torch.device): Where the network runs (the options do not depend on it).
-        tile (int, optional): Overrides ``val.tile``. Default: None (keep the file's).
+        tile (int, optional): Overrides ``val.tile``; 0 runs whole images. Default: None (keep the file's).
         tile_overlap (int, optional): Overrides ``val.tile_overlap``. Default: None (keep the file's).
         self_ensemble (bool, optional): Overrides ``val.self_ensemble``. Default: None (keep the file's).
         weights (bool): Keep ``path.pretrain_network_g``; False builds a randomly initialised network. Default: True.
@@ -85,7 +110,7 @@ def inference_options(opt, device, tile=None, tile_overlap=None, self_ensemble=N
     val = {k: v for k, v in (opt.get('val') or {}).items() if k in _INFERENCE_VAL_KEYS}
     for key, value in (('tile', tile), ('tile_overlap', tile_overlap), ('self_ensemble', self_ensemble)):
         if value is not None:
-            val[key] = value
+            val[key] = None if key == 'tile' and value == 0 else value
     path = dict(opt.get('path') or {})
     if not weights:
         path['pretrain_network_g'] = None

@@ -69,6 +69,15 @@ def load_option_file(path):
     return opt
 
 
+def write_option(path, opt, comment):
+    """Write ``opt`` as an option YAML file under a ``# comment`` line (the folder is created); return ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(f'# {comment}\n')
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
 def _check_registered(path, what, name, registry):
     try:  # get(), not `in`: BasicSR also finds names registered with a suffix (SRVGGNetCompact_basicsr)
         return registry.get(name)
