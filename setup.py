@@ -30,7 +30,9 @@ setup(
     # datasets_meta/ (protocol files) ships inside the package so protocol names resolve from a wheel too.
     packages=[*find_packages(include=['interir_plugin', 'interir_plugin.*']), 'interir_plugin.datasets_meta'],
     package_dir={'interir_plugin.datasets_meta': 'datasets_meta'},
-    package_data={'interir_plugin.datasets_meta': ['*.yml', '*/*.txt']},
+    # the shipped weights (interir_plugin/weights/: manifest.yml and its files, each <= 5 MB, SHA-256 checked on load)
+    package_data={'interir_plugin.datasets_meta': ['*.yml', '*/*.txt'],
+                  'interir_plugin.weights': ['manifest.yml', '*.pth']},
     install_requires=[
         'torch>=2.1',
         'torchvision>=0.16',
