@@ -10,9 +10,11 @@ Steps (each printed with its wall time):
    ``budget / CURVE_POINTS`` seconds of training each model is validated on 11 crops of the held-out split
    (:data:`CURVE_TILE`, :data:`CURVE_CROP`; validation time is not counted): ``<out>/learning_curve.{csv,png}``,
    PSNR against training seconds. Everything runs on :data:`DEFAULT_THREADS` torch threads unless told otherwise.
-3. Scoring of every model and of the degraded input on a fixed subset of the MiniCDD test split
-   (:data:`SCORE_TILE`, :data:`SCORE_CROP`: 33 crops of 128 x 128) with :func:`interir_plugin.tools.bench.bench`:
-   ``<out>/leaderboard.{md,csv,png}``, with the iterations each model reached and its training seconds.
+3. Scoring of every model and of the degraded input on a fixed subset of each of :data:`SCORE_SPLITS`, the MiniCDD
+   test split and the leave-one-renderer-out test split (:data:`SCORE_TILE`, :data:`SCORE_CROP`: 33 crops of 128 x 128
+   each) with :func:`interir_plugin.tools.bench.bench`: ``<out>/leaderboard.{md,csv,png}``, one dataset per split,
+   with PSNR, SSIM and the harm rate per label and their means, the iterations each model reached and its training
+   seconds; ``means`` puts the two splits' means side by side.
 4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on the first clean test tile synthesised
    into the hardest category (``low_haze_rain``, seed 0: the true physical maps are drawn beside the network's),
    and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos synthesised into every
@@ -30,7 +32,8 @@ import time
 
 import torch
 
-from interir_plugin.tools.bench import bench, identity_scores
+from interir_plugin.tools import leaderboard
+from interir_plugin.tools.bench import DEFAULT_METRICS, bench, identity_scores
 from interir_plugin.tools.console import route_basicsr_log
 from interir_plugin.tools.loading import device_scope, resolve_device
 from interir_plugin.tools.options import load_option_file, write_option
@@ -63,9 +66,14 @@ CURVE_CROP = 96
 #: split would not fit the demo's one minute of scoring). Every model and the input are scored on the same crops.
 SCORE_TILE = '_0'
 SCORE_CROP = 128
-#: The demo's metrics (BasicSR's, RGB, no border crop): PSNR for the learning curves, both for the leaderboard.
-METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
-           'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}
+#: The MiniCDD splits the leaderboard scores, each as above (a dataset ``MiniCDD_<split>_crops<SCORE_CROP>`` each):
+#: ``test`` (the test photos degraded by the original renderers: our own synthesiser, reported) and ``loro_test``
+#: (the same photos degraded by the renderers the leave-one-renderer-out protocol holds out from training;
+#: datasets_meta/minicdd_loro.yml, issue 22).
+SCORE_SPLITS = ('test', 'loro_test')
+#: The demo's metrics (BasicSR's, RGB, no border crop): PSNR for the learning curves, both for the leaderboard (whose
+#: rows also get the harm rate from the PSNR).
+METRICS = DEFAULT_METRICS
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
 #: Side of the centre crops the demo audits (the held-out tiles are 192 x 192; 128 x 128 crops, like the
@@ -151,15 +159,16 @@ def make_test_option(name, train_opt, weights, dataset):
         name (str): Run name (``results/<name>``, the leaderboard's model column).
         train_opt (dict): The model's training options.
         weights (str): ``net_g_latest.pth`` of the run.
-        dataset (dict): The test dataset block (:func:`cdd11_dataset`).
+        dataset (dict | list[dict]): The test dataset block(s) (:func:`cdd11_dataset`): ``test_1``, ``test_2``, ...
 
     Returns:
         dict: Options for BasicSR's test pipeline.
     """
     ema = (train_opt.get('train') or {}).get('ema_decay', 0) > 0
+    datasets = [dataset] if isinstance(dataset, dict) else list(dataset)
     return {
-        'name': name, 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 'auto',
-        'manual_seed': 0, 'network_g': train_opt['network_g'], 'datasets': {'test_1': dataset},
+        'name': name, 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 'auto', 'manual_seed': 0,
+        'network_g': train_opt['network_g'], 'datasets': {f'test_{i}': ds for i, ds in enumerate(datasets, 1)},
         'path': {'pretrain_network_g': weights, 'param_key_g': 'params_ema' if ema else 'params',
                  'strict_load_g': True},
         'val': {'save_img': False, 'pbar': False, 'metrics': METRICS},
@@ -263,9 +272,10 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
         log (callable): Receives the progress lines. Default: print.
 
     Returns:
-        dict: ``leaderboard`` (bench result: ``rows``, ``md``, ``csv``, ``png``, ``markdown``), ``curve`` (csv, png
-        paths), ``training`` (per model: iterations, seconds, curve), ``explain`` and ``audit`` (paths; the audit's
-        ``headline``), ``log`` (BasicSR's log file), ``seconds`` (per step and ``total``).
+        dict: ``leaderboard`` (bench result: ``rows``, ``md``, ``csv``, ``png``, ``markdown``), ``means`` (markdown
+        lines: every model's means on both scored splits, :func:`~interir_plugin.tools.leaderboard.means_table`),
+        ``curve`` (csv, png paths), ``training`` (per model: iterations, seconds, curve), ``explain`` and ``audit``
+        (paths; the audit's ``headline``), ``log`` (BasicSR's log file), ``seconds`` (per step and ``total``).
     """
     if not budget > 0:
         raise ValueError(f'demo: budget must be a positive number of seconds, got {budget!r}')
@@ -297,24 +307,34 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
                                  f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label', input_psnr)
 
+    option_files, board = score_models(trained, out_dir, opt_dir, device, quick, steps, log)
+    explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
+    steps.seconds['total'] = time.perf_counter() - steps.start
+    return {'leaderboard': board, 'means': leaderboard.means_table(board['rows']),
+            'curve': {'csv': curve[0], 'png': curve[1]},
+            'training': {name: fig for name, _, _, fig in trained}, 'explain': explained, 'audit': audited,
+            'log': log_file, 'seconds': steps.seconds}
+
+
+def score_models(trained, out_dir, opt_dir, device, quick, steps, log):
+    """Score every trained model and the input on crops of each of :data:`SCORE_SPLITS` (one bench run, one dataset per
+    split); return the test option files (in model order) and the bench result."""
+    labels = QUICK['labels'] if quick else None
+    splits = ' and '.join(SCORE_SPLITS)
     with steps('test', f'scoring every model and the degraded input on the centre {SCORE_CROP} x {SCORE_CROP} of '
-                       f'each test photo\'s first tile'):
-        root = write_crops(os.path.join(out_dir, 'score_set'), 'test', SCORE_TILE, SCORE_CROP, labels,
-                           QUICK['images_per_label'] if quick else None)
-        test_set = cdd11_dataset(f'MiniCDD_test_crops{SCORE_CROP}', root, labels)
+                       f'each test photo\'s first tile, MiniCDD splits {splits}'):
+        test_sets = [cdd11_dataset(f'MiniCDD_{split}_crops{SCORE_CROP}',
+                                   write_crops(os.path.join(out_dir, 'score_set', split), split, SCORE_TILE,
+                                               SCORE_CROP, labels, QUICK['images_per_label'] if quick else None),
+                                   labels) for split in SCORE_SPLITS]
         option_files = [write_option(os.path.join(opt_dir, f'test_{name}.yml'),
-                                     make_test_option(name, opt, weights, test_set),
+                                     make_test_option(name, opt, weights, test_sets),
                                      f'written by interir demo: {name} trained by {out_dir}/experiments/{opt["name"]}')
                         for name, opt, weights, _ in trained]
         training = {name: {k: fig[k] for k in ('iters', 'train_seconds')} for name, _, _, fig in trained}
         board = bench(option_files, out_dir, root=out_dir, rerun=True, device=device, training=training, repeats=1,
                       warmup=0, progress=False, log=log)
-
-    explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
-    steps.seconds['total'] = time.perf_counter() - steps.start
-    return {'leaderboard': board, 'curve': {'csv': curve[0], 'png': curve[1]},
-            'training': {name: fig for name, _, _, fig in trained}, 'explain': explained, 'audit': audited,
-            'log': log_file, 'seconds': steps.seconds}
+    return option_files, board
 
 
 def explain_and_audit(name, option_file, out_dir, device, quick, steps, log):

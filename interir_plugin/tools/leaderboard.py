@@ -128,6 +128,32 @@ def markdown(rows):
     return '\n'.join(lines)
 
 
+def means_table(rows):
+    """Every model's means on every dataset, side by side: one column per dataset whose cells read ``PSNR / SSIM /
+    harm`` (its metrics in order; '-' where a model has no row for the dataset). Models in the first dataset's
+    ranking order, then any that only other datasets have.
+
+    Args:
+        rows (list[dict]): Leaderboard rows (module docstring).
+
+    Returns:
+        list[str]: Markdown table lines.
+    """
+    datasets = _datasets(rows)
+    metrics = {ds: _union([r for r in rows if r['dataset'] == ds], 'metrics') for ds in datasets}
+    models = list(dict.fromkeys(r['model'] for r in ranked(rows)))
+    by_key = {(r['model'], r['dataset']): r for r in rows}
+    header = ['model', *(f'{ds} ({" / ".join("harm rate" if m == HARM else m.upper() for m in metrics[ds])})'
+                         for ds in datasets)]
+
+    def cell(model, ds):
+        if (model, ds) not in by_key:
+            return '-'
+        return ' / '.join(_cell(by_key[(model, ds)]['mean'].get(m), _metric_fmt(m)) for m in metrics[ds])
+
+    return markdown_table(header, [[model, *(cell(model, ds) for ds in datasets)] for model in models])
+
+
 def plot(rows, path):
     """Write ``leaderboard.png``: per dataset, the first metric per label (grouped bars) and mean vs. MACs."""
     import matplotlib
