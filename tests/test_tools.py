@@ -359,6 +359,18 @@ def test_leaderboard_files_for_unlabelled_data_and_two_datasets(tmp_path):
     assert figure is not None and figure.shape[0] > figure.shape[1] / 3  # one row of panels per dataset
 
 
+def test_leaderboard_means_table_puts_datasets_side_by_side():
+    def row(model, dataset, psnr):
+        return {'model': model, 'network': 'Net', 'dataset': dataset, 'images': 2, 'metrics': ['psnr', 'harm'],
+                'labels': [], 'per_label': {}, 'mean': {'psnr': psnr, 'harm': 0.25}}
+
+    lines = leaderboard.means_table([row('a', 'Test', 20.0), row('b', 'Test', 21.0), row('a', 'LORO', 19.0),
+                                     row('c', 'LORO', 18.0)])
+    assert lines[0] == '| model | Test (PSNR / harm rate) | LORO (PSNR / harm rate) |'
+    assert lines[2:] == ['| b | 21.00 / 25.0% | - |', '| a | 20.00 / 25.0% | 19.00 / 25.0% |',
+                         '| c | - | 18.00 / 25.0% |']
+
+
 # ------------------------------------------------------------------------------------------------------- demo
 def test_demo_runs_itself_with_passive_openmp_threads(monkeypatch):
     calls = []
@@ -380,12 +392,19 @@ def test_demo_quick_runs_every_step(tmp_path):
         assert (demo / file).is_file(), file
     with open(demo / 'leaderboard.csv') as f:
         rows = list(csv.DictReader(f))
-    from interir_plugin.tools.demo import DEMO_MODELS, QUICK
+    from interir_plugin.tools.demo import DEMO_MODELS, QUICK, SCORE_SPLITS
 
-    assert len(rows) == len(DEMO_MODELS) + 1
+    # every model and the input on the test split and on the leave-one-renderer-out test split (issue 22)
+    assert SCORE_SPLITS == ('test', 'loro_test')
+    assert len(rows) == (len(DEMO_MODELS) + 1) * len(SCORE_SPLITS)
+    assert {r['dataset'] for r in rows} == {'MiniCDD_test_crops128', 'MiniCDD_loro_test_crops128'}
     assert {r['network'] for r in rows} >= {'InterIR', 'DGUNet', '-'}
-    assert all(f'psnr_{label}' in rows[0] for label in QUICK['labels'])
+    assert all(f'{m}_{label}' in rows[0] for label in QUICK['labels'] for m in ('psnr', 'ssim', 'harm'))
+    assert all(r['harm_mean'] != '' and r['ssim_mean'] != '' for r in rows)
     assert all(int(r['images']) == len(QUICK['labels']) * QUICK['images_per_label'] for r in rows)
+    loro = sorted(os.listdir(demo / 'score_set' / 'loro_test' / QUICK['labels'][0]))
+    assert loro == sorted(os.listdir(demo / 'score_set' / 'test' / QUICK['labels'][0]))  # the same photos' crops
+    assert 'MiniCDD_loro_test_crops128 (PSNR / SSIM / harm rate)' in out.stdout  # the printed side-by-side means
     trained = [r for r in rows if r['network'] != '-']  # every model trained for the same budget, with its figures
     assert all(int(r['iters']) >= 1 and float(r['train_seconds']) >= QUICK['budget'] for r in trained)
     with open(demo / 'learning_curve.csv') as f:
