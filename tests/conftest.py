@@ -97,6 +97,29 @@ def paired_train_options(name, gt_dir, lq_dir, network_g, model_type='SRModel', 
     }
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks on tiny images: one thread is as fast, and immune to OpenMP spin-waits on a loaded machine."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(2)
+
+
+def write_tiny_cdd(root, labels=('low', 'haze'), n=2, size=(32, 40)):
+    """A CDD-11-layout test split with real photo crops under ``root``; LQ = darkened (low) or hazed GT."""
+    import cv2
+
+    for label in ('clear', *labels):
+        os.makedirs(os.path.join(root, label), exist_ok=True)
+    for i in range(n):
+        gt = photo_crop(('astronaut', 'coffee')[i % 2], size, 40 * i, 30 * i)[:, :, ::-1]
+        assert cv2.imwrite(os.path.join(root, 'clear', f'{i}.png'), gt)
+        for label in labels:
+            lq = gt * 0.4 if label == 'low' else gt * 0.6 + 0.4 * 220
+            assert cv2.imwrite(os.path.join(root, label, f'{i}.png'), np.round(lq).astype(np.uint8))
+    return root
+
+
 def write_yaml(path, opt):
     import yaml
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
-from conftest import REPO, photo_crop, write_yaml
+from conftest import REPO, photo_crop, write_tiny_cdd, write_yaml
 from interir_plugin import weights
 from interir_plugin.cli import main
 from interir_plugin.tools.bench import data_blocks, resolve_models
@@ -30,11 +30,7 @@ TINY = {'type': 'InterIR', 'num_feat': 8, 'num_stages': 1, 'num_experts': 2, 'ex
 METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(2)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture
@@ -210,19 +206,9 @@ def test_infer_maps_refuses_colliding_targets_and_networks_without_maps(shipped,
 
 
 # ------------------------------------------------------------------------------------------------------ bench
-def _tiny_cdd(root):
-    for label in ('clear', 'low'):
-        os.makedirs(os.path.join(root, label), exist_ok=True)
-    for i in range(2):
-        gt = photo_crop(('astronaut', 'coffee')[i], (32, 40), 40 * i, 30 * i)[:, :, ::-1]
-        assert cv2.imwrite(os.path.join(root, 'clear', f'{i}.png'), gt)
-        assert cv2.imwrite(os.path.join(root, 'low', f'{i}.png'), np.round(gt * 0.4).astype(np.uint8))
-    return root
-
-
 def test_bench_data_specs_and_the_shipped_option_file(shipped, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder, = data_blocks([_tiny_cdd('data')])
+    folder, = data_blocks([write_tiny_cdd('data', labels=('low',))])
     assert folder['name'] == 'data' and folder['cdd11'] == {'root': 'data', 'categories': ['low']}
     loro, = data_blocks(['minicdd_loro:test'])
     assert (loro['name'], loro['protocol'], loro['protocol_split']) == ('minicdd_loro_test', 'minicdd_loro', 'test')
@@ -243,7 +229,7 @@ def test_bench_data_specs_and_the_shipped_option_file(shipped, tmp_path, monkeyp
 
 
 def test_bench_row_of_the_shipped_model_beside_an_option_file(shipped, tmp_path):
-    _tiny_cdd(str(tmp_path / 'data'))
+    write_tiny_cdd(str(tmp_path / 'data'), labels=('low',))
     torch.save({'params': build_network(dict(TINY)).state_dict()}, tmp_path / 'mine.pth')
     mine = write_yaml(tmp_path / 'mine.yml', {
         'name': 'mine', 'model_type': 'UnfoldingRestorationModel', 'num_gpu': 0, 'network_g': TINY,

@@ -18,7 +18,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 
-from conftest import REPO, photo_crop, write_yaml
+from conftest import REPO, photo_crop, write_tiny_cdd, write_yaml
 from interir_plugin.cli import main
 from interir_plugin.tools import imageio, leaderboard
 from interir_plugin.tools.infer import infer
@@ -35,12 +35,7 @@ METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel'
 BENCH_DIR = os.path.join(REPO, 'options', 'bench')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks on tiny images: one thread is as fast, and immune to OpenMP spin-waits on a loaded machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(2)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _weights(tmp_path, network_g, name):
@@ -262,18 +257,6 @@ def test_explain_dgunet_stage_images_and_random_weight_warning(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ bench
-def _tiny_cdd(root, labels=('low', 'haze'), n=2, size=(32, 40)):
-    """A CDD-11-layout test split with real photo crops; LQ = darkened (low) or hazed GT."""
-    for label in ('clear', *labels):
-        os.makedirs(os.path.join(root, label), exist_ok=True)
-    for i in range(n):
-        gt = photo_crop(('astronaut', 'coffee')[i % 2], size, 40 * i, 30 * i)[:, :, ::-1]
-        _write(os.path.join(root, 'clear', f'{i}.png'), gt)
-        for label in labels:
-            lq = gt * 0.4 if label == 'low' else gt * 0.6 + 0.4 * 220
-            _write(os.path.join(root, label, f'{i}.png'), np.round(lq).astype(np.uint8))
-
-
 def _run(args, cwd, timeout=300, threads=None):
     # OpenMP threads that sleep instead of spinning: on a loaded machine (parallel test runs) spinning threads
     # make every small op wait for a descheduled sibling, up to 70x slower (docs/tools.md, "Speed").
@@ -285,7 +268,7 @@ def _run(args, cwd, timeout=300, threads=None):
 
 
 def test_bench_leaderboard_with_zoo_row_and_identity(tmp_path):
-    _tiny_cdd(str(tmp_path / 'data'))
+    write_tiny_cdd(str(tmp_path / 'data'))
     dataset = {'test_1': {'name': 'Tiny', 'type': 'MultiDegradationPairedDataset',
                           'cdd11': {'root': 'data', 'categories': ['low', 'haze']}, 'io_backend': {'type': 'disk'}}}
     val = {'save_img': False, 'metrics': METRICS}
