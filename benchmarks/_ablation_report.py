@@ -2,7 +2,8 @@
 and summarised over seeds into mean, sample standard deviation, the difference to the base variant and a verdict.
 
 A record is one finished (variant, seed) run: ``variant``, ``seed``, ``setting`` (what must be equal for runs to be
-compared: seconds, threads, recipe, training and scoring splits, quick), ``experiment``, ``network_g``, ``iters``,
+compared: seconds, threads, recipe, training and scoring splits, quick), ``experiment``, ``network_g``, ``baseline``
+(the option file of a baseline row of ``--baselines``, None for a variant of the recipe), ``iters``,
 ``train_seconds``, ``wall_seconds``, ``process_cpu_seconds``, ``params``, ``gmacs``, ``latency_ms``, ``device``,
 ``dataset``, ``images``, ``metrics``, ``labels``, ``mean`` and ``per_label`` (the leaderboard row of its scoring),
 ``input`` (the degraded input's ``mean`` and ``per_label`` on the same split) and ``finished`` (the date).
@@ -17,9 +18,9 @@ RECORDS = 'ablation_runs.jsonl'
 #: than 0.5 dB worse than their input) and the iterations the time budget reached.
 QUANTITIES = ('psnr', 'ssim', 'harm', 'iters')
 #: The decision rule, as the report and docs/ablation.md state it.
-RULE = ('a variant is "separated" from the base when |mean PSNR difference| > sd(variant) + sd(base) (sample '
-        'standard deviations over each one\'s seeds), else "within the spread"; with fewer than two seeds on either '
-        'side nothing is decided')
+RULE = ('a variant or baseline is "separated" from the base when |mean PSNR difference| > sd(variant) + sd(base) '
+        '(sample standard deviations over each one\'s seeds), else "within the spread"; with fewer than two seeds on '
+        'either side nothing is decided')
 #: Verdicts of :func:`difference`.
 SEPARATED, WITHIN, UNDECIDED = 'separated', 'within the spread', 'fewer than 2 seeds'
 #: Cell formats and column titles of the quantities.

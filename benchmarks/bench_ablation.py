@@ -1,10 +1,11 @@
-"""Ablation of InterIR-S at equal CPU time, over seeds: every variant trained for the same seconds once per seed,
-scored on held-out renderers, summarised as mean and standard deviation; resumable across sittings.
+"""Ablation of InterIR-S at equal CPU time, over seeds: every variant (and every baseline network) trained for the
+same seconds once per seed, scored on held-out renderers, summarised as mean and standard deviation; resumable
+across sittings.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_ablation.py --seconds 60 --seeds 10,11,12
         --out out/ablation [--threads 2] [--variants "InterIR-S,no P/Q data term,..."] [--recipe OPTION.yml]
-        [--data ROOT] [--train-protocol minicdd_loro --train-split train] [--score-protocol minicdd_loro
-        --score-split heldout] [--quick]
+        [--baselines OPTION.yml[,OPTION.yml...]] [--data ROOT] [--train-protocol minicdd_loro --train-split train]
+        [--score-protocol minicdd_loro --score-split heldout] [--quick]
 
 The base is the InterIR-S MiniCDD CPU recipe (:data:`RECIPE`), read when the script runs: its ``network_g``,
 data, loss, optimiser and schedule are the ones every variant trains with. :func:`variants` derives the variants
@@ -16,15 +17,23 @@ feature width and unshuffle factor and the number of blocks whose multiply-adds 
 closest to the recipe's InterIR-S. Every variant's network is built once before any training (an invalid one
 stops the script).
 
-For every seed of ``--seeds`` (default 10, 11, 12), every variant in turn (seed by seed, so a partial ablation has
-every variant at the first seeds):
+``--baselines`` adds rows of other networks (:func:`load_baselines`): each a training option file (e.g.
+``options/train/DGUNet/train_DGUNet-S_MiniCDD.yml``) whose network, loss, ``stage_weights``, optimiser and
+schedule are its own, treated exactly as the variants (the same seconds, seeds, training-set override, scoring,
+records, resume and report; the verdict against InterIR-S). Its row is named after its network type and the part
+of its file name that starts with it (:func:`baseline_name`: ``DGUNet-S``, ``RIDNet``); its records hold the file
+(``baseline``). ``--variants InterIR-S`` runs InterIR-S against the baselines only.
+
+For every seed of ``--seeds`` (default 10, 11, 12), every variant, then every baseline, in turn (seed by seed, so a
+partial ablation has every row at the first seeds):
 
 1. trains with BasicSR's trainer (:func:`interir_plugin.tools.pipelines.run_basicsr`) from an option file written
-   from the recipe (``<out>/options/train_ablation_<slug>_s<seed>.yml``, experiment ``ablation_<slug>_s<seed>``) with
-   ``manual_seed`` and the training set's ``seed`` set to the seed, the training set on ``--train-protocol`` /
-   ``--train-split`` (default ``minicdd_loro`` ``train``: the training renderers; the recipe's other train-set
-   keys stay), ``train.time_budget = --seconds`` and no validation, on the CPU with ``--threads`` torch threads;
-   the run ends on its time budget (:class:`TimeBudgetReached`: iterations and training seconds);
+   from the recipe, or a baseline's file (``<out>/options/train_ablation_<slug>_s<seed>.yml``, experiment
+   ``ablation_<slug>_s<seed>``) with ``manual_seed`` and the training set's ``seed`` set to the seed, the training
+   set on ``--train-protocol`` / ``--train-split`` (default ``minicdd_loro`` ``train``: the training renderers;
+   ``train_heldout_renderers``: the held-out ones; the file's other train-set keys stay), ``train.time_budget =
+   --seconds`` and no validation, on the CPU with ``--threads`` torch threads; the run ends on its time budget
+   (:class:`TimeBudgetReached`: iterations and training seconds);
 2. is scored on ``--score-protocol`` / ``--score-split`` (default ``minicdd_loro`` ``heldout``: held-out photos
    degraded by held-out renderers) through BasicSR's test pipeline (:func:`interir_plugin.tools.bench.bench`):
    PSNR, SSIM and harm rate per label and their mean over labels, parameters, multiply-adds and latency;
@@ -34,18 +43,19 @@ every variant at the first seeds):
    the setting (seconds, threads, recipe, splits, quick), else the script stops naming the difference.
 
 After every run, ``ablation.md`` and ``ablation.json`` are written anew from every record of the file
-(:mod:`_ablation_report`: per variant mean and sample standard deviation over its seeds of PSNR, SSIM, harm rate
-and iterations, the PSNR difference to InterIR-S with the sum of the two standard deviations and the verdict
-``separated`` / ``within the spread``; the mean PSNR per label; every run); at the end they are printed. Other
+(:mod:`_ablation_report`: per variant or baseline mean and sample standard deviation over its seeds of PSNR, SSIM,
+harm rate and iterations, the PSNR difference to InterIR-S with the sum of the two standard deviations and the
+verdict ``separated`` / ``within the spread``; the mean PSNR per label; every run); at the end they are printed. Other
 outputs in ``--out``: ``ablation.log`` (BasicSR's log), ``options/``, ``experiments/``, ``results/``,
 ``runs/<experiment>/`` (each run's leaderboard). MiniCDD is read from ``--data`` (default: the recipe's
 ``protocol_root``, relative to the current directory) and built there first if any of its splits (LORO ones
 included) is absent.
 
 ``--quick`` checks the wiring (tests/test_benchmarks.py) in a temporary folder: two seeds, three variants
-(InterIR-S, one flag, the plain stack) of an 8-channel InterIR at 32x32 patches, 1 s of training, two scored
-labels, 1 thread; it runs twice in the same folder, first the first seed only, then both, so the second pass skips
-the first seed's runs. Its numbers mean nothing.
+(InterIR-S, one flag, the plain stack) of an 8-channel InterIR and one baseline (a narrowed RIDNet from
+``options/bench/train_RIDNet_MiniCDD.yml``) at 32x32 patches, 1 s of training, two scored labels, 1 thread; it runs
+twice in the same folder, first the first seed only, then both, so the second pass skips the first seed's runs. Its
+numbers mean nothing.
 """
 import argparse
 import copy
@@ -97,9 +107,12 @@ LAYOUT = (BASE, 'no expert mix', 'prior_gates', 'freq_branch', 'data_term', 'sec
 SEEDS = (10, 11, 12)
 #: Default training and scoring sets (``protocol``, ``protocol_split``): the leave-one-renderer-out protocol.
 TRAIN_SPLIT, SCORE_SPLIT = ('minicdd_loro', 'train'), ('minicdd_loro', 'heldout')
-#: ``--quick``: training seconds, seeds, variants, network_g and train-set overrides, scored labels, threads.
+#: ``--quick``: training seconds, seeds, variants, baselines (RIDNet: small, cheap on the CPU), network_g
+#: overrides (InterIR's; a baseline's by its network type), train-set overrides, scored labels, threads.
 QUICK = {'seconds': 1, 'seeds': (10, 11), 'variants': (BASE, 'no P/Q data term', PLAIN),
+         'baselines': ('options/bench/train_RIDNet_MiniCDD.yml',),
          'network_g': {'num_feat': 8, 'num_experts': 2, 'expand': 1},
+         'baseline_network_g': {'RIDNet': {'mid_channels': 16, 'num_block': 1}},
          'train_set': {'gt_size': 32, 'batch_size_per_gpu': 2}, 'labels': ('haze', 'low_haze_rain'), 'threads': 1}
 
 
@@ -154,16 +167,77 @@ def parse_seeds(spec):
     return seeds
 
 
-def check_networks(networks):
-    """Build every ``network_g`` of ``networks`` (name -> options) once; ``ValueError`` naming the variant whose
-    network its constructor refuses."""
+def check_networks(networks, kind='variant', where='on this recipe'):
+    """Build every ``network_g`` of ``networks`` (name -> options) once; ``ValueError`` naming the row (``kind``
+    and name) whose network its constructor refuses, and ``where`` it comes from."""
     from basicsr.archs import build_network
 
     for name, net in networks.items():
         try:
             build_network(copy.deepcopy(net))
-        except (ValueError, TypeError) as err:
-            raise ValueError(f'variant {name!r} is not a valid network on this recipe ({net}): {err}') from err
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f'{kind} {name!r} is not a valid network {where} ({net}): {err}') from err
+
+
+def option_id(path):
+    """An option file as the records name it: relative to the repository when inside it, else absolute."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path, REPO)
+    return path if rel.startswith('..') else rel
+
+
+def baseline_name(path, network_type):
+    """A baseline's row name: the part of its file name (split at ``_``) that starts with its network type
+    (``train_DGUNet-S_MiniCDD.yml``, ``DGUNet`` -> ``DGUNet-S``), else the type (``RIDNet``)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return next((part for part in stem.split('_') if part.lower().startswith(network_type.lower())), network_type)
+
+
+def load_baselines(spec, taken=(), overrides=None):
+    """The baselines of a comma-separated ``--baselines`` value (None: none), each network built once.
+
+    Args:
+        spec (str | None): Training option files of other networks.
+        taken (iterable[str]): Row names already in use (the recipe's variants). Default: none.
+        overrides (dict | None): Network type -> ``network_g`` overrides (``--quick``'s). Default: None.
+
+    Returns:
+        dict: Row name (:func:`baseline_name`) -> ``file`` (:func:`option_id`) and ``options`` (the file as read).
+
+    Raises:
+        ValueError: A file is unreadable, has no ``train`` options or no training set read from a ``protocol``,
+            its network does not build, or its row name is taken (naming the file).
+    """
+    from interir_plugin.tools.options import load_option_file
+
+    baselines, taken = {}, set(taken)
+    for path in [p.strip() for p in (spec or '').split(',') if p.strip()]:
+        try:
+            opt = load_option_file(path)
+        except FileNotFoundError as err:
+            raise ValueError(f'--baselines: {err}') from err
+        train_set = (opt.get('datasets') or {}).get('train')
+        if not isinstance(opt.get('train'), dict) or not isinstance(train_set, dict) or 'protocol' not in train_set:
+            raise ValueError(f'--baselines: {path} must be a training option file whose datasets.train reads a '
+                             f'protocol (protocol: ...), got train set {train_set!r}')
+        opt['network_g'].update((overrides or {}).get(opt['network_g']['type'], {}))
+        name = baseline_name(path, opt['network_g']['type'])
+        if name in taken:
+            raise ValueError(f'--baselines: {path} gives the row name {name!r}, already taken '
+                             f'({", ".join(sorted(taken))}); rename the file')
+        check_networks({name: opt['network_g']}, 'baseline', f'in {path}')
+        taken.add(name)
+        baselines[name] = {'file': option_id(path), 'options': opt}
+    return baselines
+
+
+def check_baselines(records, baselines, path):
+    """``ValueError`` if a record of ``path`` bears the row name of a baseline of ``baselines`` (:func:`load_baselines`)
+    but came from another option file (or is a variant): a row's runs must all be of one network."""
+    for r in records:
+        if r['variant'] in baselines and r.get('baseline') != baselines[r['variant']]['file']:
+            raise ValueError(f'{path} holds runs of {r["variant"]!r} from {r.get("baseline") or "the recipe"}, not '
+                             f'from {baselines[r["variant"]]["file"]}: use another --out, or rename the file')
 
 
 def _interir_arg(network_g, key):
@@ -322,11 +396,12 @@ class Plan:
         train_set (dict): Overrides of the recipe's training set (:func:`variant_train_option`).
         score_set (dict): The scoring set (:func:`score_dataset`).
         setting (dict): What every record of ``--out`` shares (:func:`_ablation_report.check_setting`).
-        order (list[str]): Every variant of the recipe in table order (:func:`variants`).
+        order (list[str]): Every variant of the recipe in table order (:func:`variants`), then the baselines.
         meta (dict): The invocation's command, date, environment (copied into ``ablation.json``).
         log (callable): Receives progress lines.
         plain_match (dict | None): :func:`plain_network`'s match, when the plain stack runs. Default: None.
         input (dict | None): The input's scores on the scoring set, once a run has measured them. Default: None.
+        baselines (dict): The baselines' rows (:func:`load_baselines`). Default: none.
     """
     recipe: dict
     out_dir: str
@@ -339,6 +414,7 @@ class Plan:
     log: object
     plain_match: dict = None
     input: dict = None
+    baselines: dict = dataclasses.field(default_factory=dict)
 
     @property
     def records(self):
@@ -347,12 +423,15 @@ class Plan:
 
 
 def run_one(plan, name, seed, network_g):
-    """Train one variant at one seed and score it; return its record (:mod:`_ablation_report`)."""
+    """Train one variant or baseline (from its own option file) at one seed and score it; return its record
+    (:mod:`_ablation_report`)."""
     from interir_plugin.tools.bench import bench
     from interir_plugin.tools.demo import make_test_option, write_option
 
-    opt = variant_train_option(plan.recipe, name, network_g, plan.setting['seconds'], seed, plan.data_root,
-                               plan.train_set, single_output=name == PLAIN)
+    baseline = plan.baselines.get(name)
+    opt = variant_train_option(baseline['options'] if baseline else plan.recipe, name, network_g,
+                               plan.setting['seconds'], seed, plan.data_root, plan.train_set,
+                               single_output=name == PLAIN)
     opt_dir = os.path.join(plan.out_dir, 'options')
     trained = train_variant(f'{name}, seed {seed}', opt, plan.out_dir, opt_dir, plan.log)
     test_file = write_option(os.path.join(opt_dir, f'test_{opt["name"]}.yml'),
@@ -368,6 +447,7 @@ def run_one(plan, name, seed, network_g):
     if plan.input is None:  # the input's row follows the run's
         plan.input = {k: board['rows'][-1][k] for k in ('dataset', 'images', 'mean', 'per_label')}
     return {'variant': name, 'seed': seed, 'setting': plan.setting, 'network_g': network_g,
+            'baseline': baseline['file'] if baseline else None,
             'plain_match': plan.plain_match if name == PLAIN else None, **trained,
             **{k: row[k] for k in ('params', 'gmacs', 'latency_ms', 'device', 'dataset', 'images', 'metrics',
                                    'labels', 'mean', 'per_label')},
@@ -380,9 +460,9 @@ def run(plan, names, seeds, networks):
 
     Args:
         plan (Plan): The invocation.
-        names (list[str]): Variants to run.
+        names (list[str]): Variants and baselines to run, in order.
         seeds (list[int]): Seeds to run.
-        networks (dict): Variant name -> ``network_g``.
+        networks (dict): Row name -> ``network_g``.
 
     Returns:
         dict: ``ran`` and ``skipped``: ``[variant, seed]`` pairs, in order.
@@ -420,21 +500,26 @@ def render(plan, passes):
     records = report.read_records(plan.records)
     summary, rows, lines = report.report(records, plan.order, BASE)
     plain = next((r['plain_match'] for r in records if r.get('plain_match')), None)
+    baselines = {r['variant']: r['baseline'] for r in records if r.get('baseline')}
     results = {**plan.meta, 'loadavg_after': os.getloadavg(), 'setting': plan.setting, 'data_root': plan.data_root,
                'train_set': plan.train_set, 'dataset': plan.score_set, 'records': report.RECORDS,
                'passes': passes, 'seeds': sorted({r['seed'] for r in records}), 'rule': report.RULE,
-               'variants': summary, 'plain_match': plain, 'input': records[-1]['input'] if records else None,
-               'runs': records}
+               'variants': summary, 'baselines': baselines, 'plain_match': plain,
+               'input': records[-1]['input'] if records else None, 'runs': records}
     doc = document('ablation', results)
     with open(os.path.join(plan.out_dir, 'ablation.json'), 'w', encoding='utf-8') as f:
         json.dump(doc, f, indent=1, default=float)
     s = plan.setting
-    header = [f'# Ablation of InterIR-S at equal CPU time, over seeds ({plan.meta["date"]})', '',
+    header = [f'# Ablation of InterIR-S{" and baselines" if baselines else ""} at equal CPU time, over seeds '
+              f'({plan.meta["date"]})', '',
               f'`{plan.meta["command"]}`', '',
               f'{s["seconds"]:g} s of training per run, torch {doc["torch"]}, {s["threads"]} thread(s); trained on '
               f'{s["train"][0]} {s["train"][1]}, scored on {s["score"][0]} {s["score"][1]}'
               + (f' ({results["input"]["images"]} images)' if records else '') + f'; {len(records)} finished run(s).',
               '']
+    if baselines:
+        header += ['Baselines, each with its own option file\'s network, loss, stage weights, optimiser and schedule: '
+                   + ', '.join(f'{name} (`{file}`)' for name, file in baselines.items()) + '.', '']
     if plain:
         header += [f'{PLAIN}: {plain["num_blocks"]} blocks, {plain["macs"] / 1e9:.3f} GMACs at 3x256x256 against '
                    f'{plain["target_macs"] / 1e9:.3f} for the recipe\'s InterIR ({plain["relative_difference"]:+.1%}).',
@@ -446,7 +531,8 @@ def render(plan, passes):
 
 def prepare(plan, table, names):
     """MiniCDD at the plan's root (built if absent), the ``network_g`` of every variant of ``names`` (the plain
-    stack matched in multiply-adds, its match in ``plan.plain_match``), every one built once to check it.
+    stack matched in multiply-adds, its match in ``plan.plain_match``), every one built once to check it, and of
+    every baseline (its own file's).
 
     Args:
         plan (Plan): The invocation.
@@ -454,7 +540,7 @@ def prepare(plan, table, names):
         names (list[str]): The variants to run.
 
     Returns:
-        dict: Variant name -> ``network_g``.
+        dict: Row name -> ``network_g``: the variants of ``names``, then the baselines (the order they run in).
     """
     from interir_plugin.tools.console import route_basicsr_log
 
@@ -469,7 +555,8 @@ def prepare(plan, table, names):
         plan.log(f'{PLAIN}: {m["num_blocks"]} blocks, {m["macs"] / 1e9:.3f} GMACs '
                  f'(InterIR {m["target_macs"] / 1e9:.3f})')
     check_networks(networks)
-    return {name: networks[name] for name in names}
+    return {**{name: networks[name] for name in names},
+            **{name: b['options']['network_g'] for name, b in plan.baselines.items()}}
 
 
 def parse_args():
@@ -481,6 +568,11 @@ def parse_args():
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default 2; --quick: 1)')
     parser.add_argument('--variants', default=None, help='comma-separated subset of the recipe\'s variants '
                         f'(default: all; with the default recipe: {", ".join(default_variant_names())})')
+    parser.add_argument('--baselines', default=None, help='comma-separated training option files of other networks, '
+                        'each an extra row trained and scored as the variants are, with its own network, loss and '
+                        'stage weights (e.g. options/train/DGUNet/train_DGUNet-S_MiniCDD.yml,'
+                        'options/bench/train_RIDNet_MiniCDD.yml; default: none; '
+                        f'--quick: {",".join(QUICK["baselines"])})')
     parser.add_argument('--out', default=None, help='output folder; rerun with the same one to resume '
                         '(default out/ablation; --quick: a temporary one)')
     parser.add_argument('--recipe', default=os.path.join(REPO, RECIPE), help='base training option file')
@@ -503,7 +595,8 @@ def default_variant_names():
 
 
 def make_plan(parser, args, tmp, log):
-    """Check the command line and gather the invocation (:class:`Plan`), the variants to run and the seeds."""
+    """Check the command line and gather the invocation (:class:`Plan`, its baselines included), the variants to
+    run and the seeds."""
     from interir_plugin.data.sources import load_protocol
     from interir_plugin.tools.options import load_option_file
 
@@ -514,6 +607,9 @@ def make_plan(parser, args, tmp, log):
                  else select_variants(args.variants, table))
         seeds = list(QUICK['seeds']) if args.quick and args.seeds is None else parse_seeds(args.seeds or
                                                                                              ','.join(map(str, SEEDS)))
+        baselines = load_baselines(','.join(os.path.join(REPO, p) for p in QUICK['baselines'])
+                                   if args.quick and args.baselines is None else args.baselines, table,
+                                   QUICK['baseline_network_g'] if args.quick else None)
         for protocol, split in ((args.train_protocol, args.train_split), (args.score_protocol, args.score_split)):
             load_protocol(protocol, '', split)
     except (ValueError, KeyError, FileNotFoundError) as err:
@@ -527,19 +623,19 @@ def make_plan(parser, args, tmp, log):
         root = recipe_data_root(recipe)
         data = root if os.path.isdir(os.path.join(root, 'loro_heldout')) else os.path.join(tmp, 'MiniCDD')
     data = recipe_data_root(recipe) if data is None else data
-    recipe_id = os.path.relpath(os.path.abspath(args.recipe), REPO)
     setting = {'seconds': QUICK['seconds'] if args.quick else args.seconds,
-               'threads': args.threads or (QUICK['threads'] if args.quick else 2),
-               'recipe': os.path.abspath(args.recipe) if recipe_id.startswith('..') else recipe_id,
+               'threads': args.threads or (QUICK['threads'] if args.quick else 2), 'recipe': option_id(args.recipe),
                'train': [args.train_protocol, args.train_split], 'score': [args.score_protocol, args.score_split],
                'quick': args.quick}
     plan = Plan(recipe, args.out or (tmp if args.quick else os.path.join('out', 'ablation')), data,
                 {'protocol': args.train_protocol, 'protocol_split': args.train_split,
                  **(QUICK['train_set'] if args.quick else {})},
                 score_dataset(args.score_protocol, args.score_split, data, QUICK['labels'] if args.quick else None),
-                setting, list(table), {}, log)
+                setting, list(table) + list(baselines), {}, log, baselines=baselines)
     try:  # before any work: the runs already in --out must be comparable with these
-        report.check_setting(report.read_records(plan.records), setting, plan.records)
+        records = report.read_records(plan.records)
+        report.check_setting(records, setting, plan.records)
+        check_baselines(records, baselines, plan.records)
     except ValueError as err:
         parser.error(str(err))
     return plan, table, names, seeds
@@ -565,7 +661,7 @@ def main():
                      'loadavg_before': os.getloadavg()}
         networks = prepare(plan, table, names)
         # --quick resumes once: the first seed, then every seed in the same folder (the first seed's runs skipped)
-        passes = [run(plan, names, s, networks) for s in ([seeds[:1], seeds] if args.quick else [seeds])]
+        passes = [run(plan, list(networks), s, networks) for s in ([seeds[:1], seeds] if args.quick else [seeds])]
         plan.meta['wall_seconds'] = time.perf_counter() - t0
         results, rows, lines = render(plan, passes)
         emit('ablation', results, rows, list(rows[0]) if rows else ['variant'])

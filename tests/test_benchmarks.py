@@ -3,6 +3,7 @@ replays exactly the work mmengine counts, and the ablation's variants are the re
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -44,11 +45,13 @@ def test_replayed_counted_ops_carry_mmengines_count():
 
 
 def _check_ablation(doc):
-    """The quick ablation trained every quick variant once per quick seed, each in its own experiment, on the LORO
-    training renderers, scored them on the LORO held-out split, resumed once (the second pass skipped the first
-    seed's runs) and summarised each variant over its seeds with the spread and the verdict."""
+    """The quick ablation trained every quick variant and the quick baseline (RIDNet, from its own option file) once
+    per quick seed, each in its own experiment, on the LORO training renderers, scored them on the LORO held-out
+    split, resumed once (the second pass skipped the first seed's runs) and summarised each row over its seeds with
+    the spread and the verdict against InterIR-S."""
     quick = bench_ablation.QUICK
-    seeds, names = list(quick['seeds']), list(quick['variants'])
+    assert doc['baselines'] == {'RIDNet': quick['baselines'][0]} == {'RIDNet': 'options/bench/train_RIDNet_MiniCDD.yml'}
+    seeds, names = list(quick['seeds']), [*quick['variants'], 'RIDNet']
     assert doc['setting']['seconds'] == quick['seconds'] and doc['setting']['quick'] is True
     assert doc['setting']['train'] == list(bench_ablation.TRAIN_SPLIT) == ['minicdd_loro', 'train']
     assert doc['setting']['score'] == list(bench_ablation.SCORE_SPLIT) == ['minicdd_loro', 'heldout']
@@ -77,6 +80,13 @@ def _check_ablation(doc):
     plain = [r for r in runs if r['variant'] == bench_ablation.PLAIN]
     assert all(r['network_g']['num_blocks'] == doc['plain_match']['num_blocks'] >= 1 for r in plain)
     assert all(r['network_g']['data_term'] is False for r in runs if r['variant'] == 'no P/Q data term')
+    from interir_plugin.tools.options import load_option_file
+
+    ridnet = load_option_file(os.path.join(os.path.dirname(BENCHMARKS), quick['baselines'][0]))['network_g']
+    for r in runs:
+        assert r['baseline'] == (quick['baselines'][0] if r['variant'] == 'RIDNet' else None)
+        if r['baseline']:  # its own network, narrowed by --quick's overrides
+            assert r['network_g'] == {**ridnet, **quick['baseline_network_g']['RIDNet']}
 
 
 #: checks of a script's quick-run JSON document beyond the common ones (script file name -> check)
@@ -128,6 +138,56 @@ def test_ablation_variants_are_the_recipe_with_their_network_overrides(tmp_path)
     for bad in ('', '10,10', '-1', 'ten'):
         with pytest.raises(ValueError, match='--seeds'):
             bench_ablation.parse_seeds(bad)
+
+
+def test_ablation_baselines_train_from_their_own_files_like_the_variants(tmp_path):
+    import yaml
+
+    from interir_plugin.tools.demo import write_option
+    from interir_plugin.tools.options import check_option_file, load_option_file
+
+    repo = os.path.dirname(BENCHMARKS)
+    files = ['options/train/DGUNet/train_DGUNet-S_MiniCDD.yml', 'options/bench/train_RIDNet_MiniCDD.yml']
+    recipe = load_option_file(os.path.join(repo, bench_ablation.RECIPE))
+    table = bench_ablation.variants(recipe['network_g'])
+    baselines = bench_ablation.load_baselines(','.join(os.path.join(repo, f) for f in files), table)
+    assert list(baselines) == ['DGUNet-S', 'RIDNet'] and [b['file'] for b in baselines.values()] == files
+    train_set = {'protocol': 'minicdd_loro', 'protocol_split': 'train_heldout_renderers'}
+    for name, file in zip(baselines, files):
+        own = load_option_file(os.path.join(repo, file))
+        opt = bench_ablation.variant_train_option(baselines[name]['options'], name, own['network_g'], 7, seed=11,
+                                                  data_root='elsewhere', train_set=train_set)
+        # its own network, loss, stage weights, optimiser and schedule; the run's budget, seeds and training set
+        assert opt['name'] == f'ablation_{name}_s11' and opt['network_g'] == own['network_g']
+        assert opt['train'] == {**own['train'], 'time_budget': 7} and opt['manual_seed'] == 11 and opt['val'] is None
+        assert opt['datasets'] == {'train': {**own['datasets']['train'], **train_set, 'seed': 11,
+                                             'protocol_root': 'elsewhere'}}
+        check_option_file(write_option(str(tmp_path / f'{name}.yml'), opt, name), True)
+    assert baselines['DGUNet-S']['options']['train']['stage_weights'] != recipe['train']['stage_weights']
+    ridnet = os.path.join(repo, files[1])
+    quick = bench_ablation.load_baselines(ridnet, overrides={'RIDNet': {'num_block': 1}})
+    assert quick['RIDNet']['options']['network_g']['num_block'] == 1
+    assert bench_ablation.baseline_name('x/train_DGUNet_MiniCDD.yml', 'DGUNet') == 'DGUNet'
+    assert bench_ablation.baseline_name('mine.yml', 'RIDNet') == 'RIDNet'
+    assert bench_ablation.load_baselines(None) == {} == bench_ablation.load_baselines(' , ')
+    named_like_the_base = tmp_path / 'train_InterIR-S_mine.yml'
+    named_like_the_base.write_text(open(os.path.join(repo, bench_ablation.RECIPE)).read())
+    no_protocol = tmp_path / 'train_RIDNet_folders.yml'
+    no_protocol.write_text(yaml.safe_dump({**load_option_file(ridnet), 'datasets': {'train': {'dataroot_gt': 'gt'}}}))
+    for spec, match in ((f'{ridnet},{ridnet}', "row name 'RIDNet', already taken"),
+                        (str(named_like_the_base), "row name 'InterIR-S', already taken"),
+                        (str(no_protocol), 'train_RIDNet_folders.yml must be a training option file'),
+                        ('nowhere.yml', 'option file not found: nowhere.yml')):
+        with pytest.raises(ValueError, match=match):
+            bench_ablation.load_baselines(spec, table)
+    bad = tmp_path / 'train_RIDNet_bad.yml'  # its constructor refuses it
+    bad.write_text(yaml.safe_dump({**load_option_file(ridnet), 'network_g': {'type': 'RIDNet'}}))
+    with pytest.raises(ValueError, match=re.escape(f"baseline 'RIDNet' is not a valid network in {bad}")):
+        bench_ablation.load_baselines(str(bad))
+    record = {'variant': 'RIDNet', 'baseline': 'options/bench/other.yml'}  # resuming: a row is of one option file
+    with pytest.raises(ValueError, match="runs of 'RIDNet' from options/bench/other.yml, not from options/bench"):
+        bench_ablation.check_baselines([record], baselines, 'runs.jsonl')
+    bench_ablation.check_baselines([{**record, 'baseline': files[1]}], baselines, 'runs.jsonl')
 
 
 def test_ablation_toggles_are_named_after_what_they_do_to_the_recipe():

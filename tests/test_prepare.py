@@ -10,7 +10,7 @@ import pytest
 import interir_plugin  # noqa: F401  (shims before basicsr)
 from conftest import REPO, photo_crop
 from interir_plugin.cli import main
-from interir_plugin.data.degradations import CATEGORY_PARTS, CDD11_CATEGORIES
+from interir_plugin.data.degradations import CATEGORY_PARTS, CDD11_CATEGORIES, parse_spec
 from interir_plugin.data.multi_degradation_dataset import MultiDegradationPairedDataset
 from interir_plugin.data.preparation import (
     LORO_HELDOUT_RENDERERS,
@@ -142,6 +142,21 @@ def test_loro_protocol_trains_on_every_renderer_but_the_held_out_one():
         assert s['meta_info_file'].endswith('minicdd/train_synth.txt')
         trained = {(c, n) for c, names in s['synthesis']['renderers'].items() for n in names}
         assert trained == {(c, n) for c in RENDERERS for n in RENDERERS[c]} - held
+    # issue 22 item 4: the same train photos and repeat, degraded by the held-out renderers only
+    same = ('dataroot_gt', 'meta_info_file', 'repeat')
+    train = {s['label']: s for s in sources}
+    _, heldout_sources, cdd11 = load_protocol('minicdd_loro', '/data', 'train_heldout_renderers')
+    assert cdd11 is None
+    assert {s['label'] for s in heldout_sources} >= {label for label, s in train.items() if 'synthesis' in s}
+    for s in heldout_sources:
+        assert {k: s.get(k) for k in same} == {k: train[s['label']].get(k) for k in same}
+        if 'synthesis' in s:
+            assert s['synthesis']['category'] == s['label']
+            steps = parse_spec(s['synthesis'])  # a valid spec: every part of the label by its held-out renderer
+            assert steps and all(kw == {'renderer': LORO_HELDOUT_RENDERERS[name]} for name, kw in steps)
+            used = {(c, n) for c, names in s['synthesis']['renderers'].items()
+                    for n in ([names] if isinstance(names, str) else names)}
+            assert used == held
     for split in ('heldout', 'test'):
         _, sources, cdd11 = load_protocol('minicdd_loro', '/data', split)
         assert not sources and cdd11['root'] == f'/data/loro_{split}'
