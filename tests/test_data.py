@@ -174,6 +174,30 @@ def test_grey_prob_makes_clean_training_patches_grey_before_degrading(cdd):
         _ds(phase='val', sources=[{**source, 'repeat': 1}], grey_prob=0.5)
 
 
+def test_severity_scales_the_degradation_between_clean_and_rendered(cdd):
+    """``D' = J + s (D - J)``: with s fixed at 0.5 the input lies halfway between the target and the full
+    rendering of the same draw (same crop, same synthesis key), and s is recorded."""
+    import random
+
+    clear = str(cdd / 'disk' / 'train' / 'clear')
+    opt = dict(phase='train', gt_size=32, fresh_synthesis=False,
+               sources=[{'label': 'haze', 'dataroot_gt': clear, 'synthesis': 'low_haze_rain', 'repeat': 2}])
+    full, half = _ds(**opt), _ds(**opt, severity=[0.5, 0.5])
+    for i in range(len(full)):
+        random.seed(i)
+        a = full[i]
+        random.seed(i)
+        b = half[i]
+        torch.testing.assert_close(b['gt'], a['gt'], rtol=0, atol=0)
+        torch.testing.assert_close(b['lq'], a['gt'] + 0.5 * (a['lq'] - a['gt']), rtol=0, atol=1e-6)
+        assert json.loads(b['degradation_params'])['severity'] == 0.5
+    for bad in ([0, 1], [0.8, 0.5], [0.5, 1.5], 0.5):
+        with pytest.raises(ValueError, match='severity'):
+            _ds(**opt, severity=bad)
+    with pytest.raises(ValueError, match='severity applies to training only'):
+        _ds(phase='val', sources=[{**opt['sources'][0], 'repeat': 1}], severity=[0.5, 1])
+
+
 def test_index_table_balanced_and_proportional():
     # two labels: A = sources of 10 and 5 items (repeat 2 on the second), B = 4 items
     prop = IndexTable([10, 5, 4], [1, 2, 1], [[0, 1, 2]])

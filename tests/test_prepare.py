@@ -22,6 +22,7 @@ from interir_plugin.data.preparation import (
 )
 from interir_plugin.data.renderers import DEFAULT_RENDERERS, RENDERERS
 from interir_plugin.data.sources import load_protocol
+from interir_plugin.utils.presence import CLEAR_LABEL
 
 
 def _tree(root):
@@ -111,7 +112,7 @@ def test_minicdd_loro_splits_use_the_held_out_renderers(minicdd):
     test = MultiDegradationPairedDataset({**opt, 'phase': 'val'})
     assert len(heldout) == 220 and len(test) == 66 and '/loro_test/' in test[0]['lq_path']
     train = MultiDegradationPairedDataset({**opt, 'phase': 'train', 'gt_size': 48, 'sampling': 'balanced'})
-    assert len(train) == 11 * 28 * 100 and train[0]['lq'].shape == (3, 48, 48)
+    assert len(train) == 12 * 28 * 100 and train[0]['lq'].shape == (3, 48, 48)
 
 
 def test_demo_finds_minicdd_only_with_its_loro_splits(minicdd, tmp_path, monkeypatch):
@@ -136,7 +137,9 @@ def test_loro_protocol_trains_on_every_renderer_but_the_held_out_one():
     held = set(LORO_HELDOUT_RENDERERS.items())
     assert not held & set(DEFAULT_RENDERERS.items())  # a new model is held out, never the original
     labels, sources, cdd11 = load_protocol('minicdd_loro', '/data', 'train')
-    assert [s['label'] for s in sources] == labels == list(CDD11_CATEGORIES) and cdd11 is None
+    assert [s['label'] for s in sources] == labels == [*CDD11_CATEGORIES, CLEAR_LABEL] and cdd11 is None
+    clear = sources.pop()  # identity pairs: the clean tiles as they are
+    assert clear['synthesis'] == {'noise': {'sigma': 0}} and clear['repeat'] == 100
     for s in sources:
         assert s['synthesis']['category'] == s['label'] and s['repeat'] == 100
         assert s['meta_info_file'].endswith('minicdd/train_synth.txt')
@@ -144,10 +147,10 @@ def test_loro_protocol_trains_on_every_renderer_but_the_held_out_one():
         assert trained == {(c, n) for c in RENDERERS for n in RENDERERS[c]} - held
     # issue 22 item 4: the same train photos and repeat, degraded by the held-out renderers only
     same = ('dataroot_gt', 'meta_info_file', 'repeat')
-    train = {s['label']: s for s in sources}
+    train = {s['label']: s for s in [*sources, clear]}
     _, heldout_sources, cdd11 = load_protocol('minicdd_loro', '/data', 'train_heldout_renderers')
     assert cdd11 is None
-    assert {s['label'] for s in heldout_sources} >= {label for label, s in train.items() if 'synthesis' in s}
+    assert {s['label'] for s in heldout_sources} >= set(CDD11_CATEGORIES)
     for s in heldout_sources:
         assert {k: s.get(k) for k in same} == {k: train[s['label']].get(k) for k in same}
         if 'synthesis' in s:

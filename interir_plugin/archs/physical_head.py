@@ -57,11 +57,11 @@ class PhysicalHead(nn.Module):
     21.27; the streak gate missed 46 / 40 / 40 of the 96 images with rain or snow, then 36 / 16 / 23
     (docs/interir.md).
 
-    **Presence gates.** ``p`` (``B x 4``, :data:`PRESENCE_PARTS`: low, haze, rain, snow) switches each map on or
-    off: ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
+    **Presence gates.** ``p`` (``B x 4`` in [0, 1], :data:`PRESENCE_PARTS`: low, haze, rain, snow) scales each map:
+    ``g`` and ``R_noise`` by low light (the synthesiser's noise comes with it), ``tau`` by haze, ``R_streak`` by
     rain or snow (``1 - (1 - p_rain)(1 - p_snow)``). With nothing present the head returns ``D`` itself, whatever
     its weights. In training ``p`` is the label's (teacher forcing); otherwise the :class:`DegradationRecogniser`'s
-    decision (each logit above its threshold: haze 1, the others 0). Measured on MiniCDD's held-out split
+    probabilities (soft gates: weak evidence moves the image little). Measured on MiniCDD's held-out split
     (docs/interir.md): without the gates the trained head applied the average tone correction of the mixture to
     every image and lost 2 to 3 dB on rain and snow; without ``R >= 0`` it brightened through ``R``; without the
     high-pass terms it could neither denoise nor remove streaks.
@@ -121,7 +121,7 @@ class PhysicalHead(nn.Module):
     def prepare(self, d, presence=None):
         """What every stage output shares: ``(cues, logits, gates)`` of ``d``: its :meth:`cues`, the recogniser's
         logits (``B x 4``; None without a recogniser) and the gates the head uses: ``presence`` when given (teacher
-        forcing), else the recogniser's decision (:meth:`DegradationRecogniser.decide`), else None (every map
+        forcing), else the recogniser's probabilities (:meth:`DegradationRecogniser.decide`), else None (every map
         on)."""
         cues = self.cues(d)
         logits = None if self.recogniser is None else self.recogniser(d, cues[2])

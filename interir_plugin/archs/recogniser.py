@@ -23,18 +23,11 @@ class DegradationRecogniser(nn.Module):
     in three runs: :class:`PhysicalHead`). They are standardised
     (running statistics, as a batch norm without affine parameters) and fed to a two-layer MLP; the logits are
     scaled by 5. Trained by its own loss on the labels' parts (``UnfoldingRestorationModel``: ``presence_weight``,
-    at ``presence_lr_scale`` times the network's learning rate), it is not trained through the gates.
+    at ``presence_lr_scale`` times the network's learning rate), it is not trained through the gates. Outside
+    training its probabilities are the head's gates (:meth:`decide`).
     """
 
     num_stats = 23
-    #: A part is decided present when its logit exceeds its threshold (low, haze, rain, snow). Haze needs 1 (a
-    #: probability above 0.73): dehazing a clear photo that looks veiled (a flat grey sky or background) costs it
-    #: 10-16 dB, leaving a hazy one as it is costs less. Decided on draws of new degradation parameters for the
-    #: held-out photos (264 images, three demo models): mean PSNR over labels +0.15 / +0.22 / +0.27 dB, SSIM
-    #: +0.005 to +0.007, snow +1.1 to +1.6 dB, haze missed in 0.5 % of hazy images (0 % at 0). Higher thresholds
-    #: measured higher means on those photos (+0.4 dB at 2.5) but missed more haze (2.8 % at 2, 10.6 % at 3): not
-    #: taken (docs/interir.md, "The haze decision").
-    thresholds = (0.0, 1.0, 0.0, 0.0)
 
     def __init__(self, hidden=32, logit_scale=5.0):
         super().__init__()
@@ -68,9 +61,15 @@ class DegradationRecogniser(nn.Module):
                       10 * (j_high - j_high.mean(1, keepdim=True)).abs().mean((1, 2, 3))[:, None]]
             return torch.cat(feats, 1)
 
-    def decide(self, logits):
-        """The presence gates (``B x 4``, 0 or 1) of ``logits``: each part's logit above its threshold."""
-        return (logits > logits.new_tensor(self.thresholds)).float()
+    @staticmethod
+    def decide(logits):
+        """The presence gates (``B x 4``, in (0, 1)) of ``logits``: each part's probability, not a thresholded
+        decision. The head applies each map in proportion to it (in log space for gain and transmission), so weak
+        evidence leaves the image nearly as it is; with a squared error on the log-map, applying the share ``p`` of a
+        correction needed with probability ``p`` is what minimises the expected error. Measured on the
+        leave-one-renderer-out held-out split (docs/interir.md, "Generalising"): a hard threshold (haze at logit 1,
+        the others at 0) left more images worse than their input than these soft gates did."""
+        return torch.sigmoid(logits.float())
 
     def forward(self, d, cue_stats):
         """Presence logits (``B x 4``) of ``d`` given the head's cue statistics (``B x 5``)."""

@@ -5,6 +5,7 @@ import os.path as osp
 import random
 
 import cv2
+import numpy as np
 import torch
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient, img2tensor
@@ -23,7 +24,7 @@ MODEL_KEYS = ('total_batch_size',)
 #: keys the dataset reads.
 DATASET_KEYS = ('sources', 'cdd11', 'protocol', 'protocol_root', 'protocol_split', 'protocol_labels', 'labels',
                 'io_backend', 'gt_size', 'use_hflip', 'use_rot', 'sampling', 'seed', 'crop_multiple',
-                'fresh_synthesis', 'crop_mode', 'grey_prob')
+                'fresh_synthesis', 'crop_mode', 'grey_prob', 'severity')
 
 
 #: what ``crop_mode`` may be: which part of a whole image a crop to ``crop_multiple`` keeps.
@@ -154,6 +155,13 @@ class MultiDegradationPairedDataset(data.Dataset):
         grey_prob (float): Train only: the share of synthesised samples whose clean patch is made grey (its BT.601
             luminance in every channel) before it is degraded, so that a network meets grey photos (and learns that
             an unsaturated scene is not a hazy one). Drawn with Python's ``random``, as the crops. Default: 0.
+        severity (list[float] | None): Train only: ``[low, high]`` in (0, 1]; every synthesised sample's degradation
+            is scaled by a strength ``s`` drawn uniformly from it, ``D' = J + s (D - J)``. For each formation model
+            this is the same degradation, lighter: haze ``J t + A (1 - t)`` becomes haze of transmission
+            ``1 - s (1 - t)``, an additive layer ``R`` becomes ``s R``, a gain ``G`` becomes ``1 - s (1 - G)``,
+            snow of mask ``M`` becomes snow of mask ``s M``; so the network meets every degradation at many
+            strengths and must measure how much there is. Drawn with Python's ``random``, as the crops; recorded
+            as ``severity`` in ``degradation_params``. Default: None (``s = 1``).
         crop_multiple (int | None): Validation/test only: crop whole images to a multiple of this (the 3- and
             5-task protocols' 16). Default: None.
         crop_mode (str): Validation/test only, with ``crop_multiple``: which part is kept. ``top_left`` (BasicSR's
@@ -199,6 +207,12 @@ class MultiDegradationPairedDataset(data.Dataset):
         if not isinstance(opt.get('fresh_synthesis', True), bool):
             raise ValueError(f'fresh_synthesis must be true or false, got {opt["fresh_synthesis"]!r}')
         self.fresh_synthesis = self.train and opt.get('fresh_synthesis', True)
+        self.severity = opt.get('severity')
+        if self.severity is not None and not (
+                isinstance(self.severity, (list, tuple)) and len(self.severity) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.severity)
+                and 0 < self.severity[0] <= self.severity[1] <= 1):
+            raise ValueError(f'severity must be [low, high] with 0 < low <= high <= 1, got {self.severity!r}')
         self.grey_prob = opt.get('grey_prob', 0)
         if isinstance(self.grey_prob, bool) or not isinstance(self.grey_prob, (int, float)) or \
                 not 0 <= self.grey_prob <= 1:
@@ -257,7 +271,7 @@ class MultiDegradationPairedDataset(data.Dataset):
                     raise ValueError(f'{key} applies to validation/test images only (training uses gt_size)')
         else:
             for key in ('gt_size', 'use_hflip', 'use_rot', 'sampling', 'total_batch_size', 'fresh_synthesis',
-                        'grey_prob'):
+                        'grey_prob', 'severity'):
                 if opt.get(key) is not None:
                     raise ValueError(f'{key} applies to training only, but this dataset is in phase {self.phase!r}')
             multiple = opt.get('crop_multiple')
@@ -334,6 +348,10 @@ class MultiDegradationPairedDataset(data.Dataset):
             if self.grey_prob and pair[0].ndim == 3 and random.random() < self.grey_prob:
                 pair[0] = grey(pair[0])
             img_lq, params = synthesize(pair[0], s.synthesis, self.seed, index, depth=depth, draw=draw)
+            if self.severity is not None:  # the same degradation, lighter: J + s (D - J)
+                strength = random.uniform(*self.severity)
+                img_lq = pair[0] + np.float32(strength) * (img_lq - pair[0])
+                params['severity'] = strength
             pair = [pair[0], img_lq]
         img_gt, img_lq = img2tensor(pair, bgr2rgb=True, float32=True)
         return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path, 'label': s.label_index,

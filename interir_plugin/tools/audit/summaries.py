@@ -168,8 +168,8 @@ def _renderer_groups(samples):
 def renderer_summary(records, samples, notes):
     """The recogniser's calibration overall and, with the harm rate, per renderer.
 
-    The recogniser's probability of each part is ``sigmoid(logit)``; it is decided present above 0.5 (not the head's
-    own thresholds: ``presence_accuracy`` scores those). A sample counts in the group of the renderer of each
+    The recogniser's probability of each part is ``sigmoid(logit)`` (the head's soft gate); it counts as present
+    above 0.5 for the accuracy. A sample counts in the group of the renderer of each
     component it carries (a ``low_haze`` image made by ``retinex`` and ``fog`` counts in both); a stored pair, whose
     renderers are unknown, in one group named after its data.
 
