@@ -74,6 +74,9 @@ def parse_args(argv=None):
     ap.add_argument('--protocol', default='',
                     help='train on this protocol (e.g. minicdd_loro) instead of --data/--photos')
     ap.add_argument('--train-split', default='train', help='the split of --protocol trained on')
+    ap.add_argument('--grey-prob', type=float, default=0.0, help="the training set's grey_prob (with --protocol)")
+    ap.add_argument('--severity', type=float, default=0.0,
+                    help="the training set's severity [SEVERITY, 1] (with --protocol; 0: none)")
     ap.add_argument('--data-time', type=int, default=1,
                     help='1: the clock counts data loading too, as the demo\'s time budget does; 0: steps only')
     ap.add_argument('--root', default='datasets/MiniCDD')
@@ -92,7 +95,8 @@ def parse_args(argv=None):
 def train_set(args):
     """The training data set: on-the-fly synthesis from the chosen clean photos, or the stored pairs."""
     if args.protocol:
-        opt = {'protocol': args.protocol, 'protocol_root': args.root, 'protocol_split': args.train_split}
+        opt = {'protocol': args.protocol, 'protocol_root': args.root, 'protocol_split': args.train_split,
+               'grey_prob': args.grey_prob, **({'severity': [args.severity, 1.0]} if args.severity else {})}
     elif args.data == 'fixed':
         opt = {'protocol': 'minicdd', 'protocol_root': args.root}
     else:
