@@ -1,6 +1,5 @@
 """Fast image filters on ``B x C x H x W`` tensors used by the physical head and the degradation recogniser: local
-maximum and mean as shifted maxima/sums (the same values as stride-1 pooling, several times faster on the CPU) and the
-structure tensor's verticality."""
+maximum and mean as shifted maxima/sums (the same values as stride-1 pooling, several times faster on the CPU)."""
 import torch
 import torch.nn.functional as F
 
@@ -35,14 +34,3 @@ def box_filter(x, k):
         count = (torch.clamp(idx + k // 2, max=n - 1) - torch.clamp(idx - k // 2, min=0) + 1).to(x.dtype)
         x = x / (count if dim == -1 else count[:, None])
     return x
-
-
-def verticality(x, k=7):
-    """How near-vertical the structure around each pixel of ``x`` (``B x 1 x H x W``) runs, in [-1, 1]: ``(J_xx -
-    J_yy) / (J_xx + J_yy)`` of the structure tensor (central differences, ``k x k`` box means): 1 where every
-    gradient is horizontal (a vertical line), 0 where the gradients have no preferred direction (or none), -1 for
-    a horizontal line."""
-    gx = F.pad(x[..., 2:] - x[..., :-2], (1, 1, 0, 0))
-    gy = F.pad(x[..., 2:, :] - x[..., :-2, :], (0, 0, 1, 1))
-    jxx, jyy = box_filter(gx * gx, k), box_filter(gy * gy, k)
-    return (jxx - jyy) / (jxx + jyy + 1e-4)

@@ -8,7 +8,7 @@ from interir_plugin.utils.presence import PRESENCE_PARTS
 
 
 class DegradationRecogniser(nn.Module):
-    """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 23 image statistics.
+    """Which of low light, haze, rain and snow the input ``D`` carries: four logits from 22 image statistics.
 
     The statistics (float32, full resolution): the mean and standard deviation of the mean-, min- and max-channel
     maps, the mean saturation ``max - min``, the colour noise (mean ``|h - mean_c h|`` of the high-pass
@@ -18,16 +18,14 @@ class DegradationRecogniser(nn.Module):
     the relative share of its white top-hat (7 x 7); of a rough dark-channel dehaze ``J`` of ``D`` (airlight: the
     brightest 7 x 7 dark-channel value), the mean, the mean max-channel and the colour noise (a veil hides low
     light and scales noise by ``t``: with them low light under haze went from 0.92 to 1.00 recognised on the test
-    split); plus the head's five cue statistics (with the fifth, how near-vertical its bright thin structure runs,
-    the held-out rain and snow images whose streaks went unrecognised fell from 46 / 40 / 40 to 36 / 16 / 23 of 96
-    in three runs: :class:`PhysicalHead`). They are standardised
+    split); plus the head's four cue statistics (:class:`PhysicalHead`). They are standardised
     (running statistics, as a batch norm without affine parameters) and fed to a two-layer MLP; the logits are
     scaled by 5. Trained by its own loss on the labels' parts (``UnfoldingRestorationModel``: ``presence_weight``,
     at ``presence_lr_scale`` times the network's learning rate), it is not trained through the gates. Outside
     training its probabilities are the head's gates (:meth:`decide`).
     """
 
-    num_stats = 23
+    num_stats = 22
 
     def __init__(self, hidden=32, logit_scale=5.0):
         super().__init__()
@@ -72,7 +70,7 @@ class DegradationRecogniser(nn.Module):
         return torch.sigmoid(logits.float())
 
     def forward(self, d, cue_stats):
-        """Presence logits (``B x 4``) of ``d`` given the head's cue statistics (``B x 5``)."""
+        """Presence logits (``B x 4``) of ``d`` given the head's cue statistics (``B x 4``)."""
         stats = torch.cat([self.statistics(d), cue_stats.float()], 1)
         # a batch of one cannot be standardised by itself: it uses the running statistics
         stats = F.batch_norm(stats, self.norm.running_mean, self.norm.running_var, training=self.training and
