@@ -7,7 +7,7 @@ Steps (each printed with its wall time):
 2. Training, with BasicSR's trainer, of every model in :data:`DEMO_MODELS` (InterIR-S, a DGUNet of similar size,
    and BasicSR's own RIDNet as the zoo reference) from its shipped MiniCDD recipe, for the same wall-clock
    ``budget`` each (``train.time_budget``: the schedule is spread over the seconds, not the iterations). Every
-   ``budget / CURVE_POINTS`` seconds of training each model is validated on 11 crops of the held-out split
+   ``budget / CURVE_POINTS`` seconds of training each model is validated on 11 crops of the LORO held-out split
    (:data:`CURVE_TILE`, :data:`CURVE_CROP`; validation time is not counted): ``<out>/learning_curve.{csv,png}``,
    PSNR against training seconds. Everything runs on :data:`DEFAULT_THREADS` torch threads unless told otherwise.
 3. Scoring of every model and of the degraded input on a fixed subset of each of :data:`SCORE_SPLITS`, the MiniCDD
@@ -18,7 +18,8 @@ Steps (each printed with its wall time):
 4. :func:`interir_plugin.tools.explain.explain` of the trained InterIR-S on the first clean test tile synthesised
    into the hardest category (``low_haze_rain``, seed 0: the true physical maps are drawn beside the network's),
    and :func:`interir_plugin.tools.audit.audit` of it on the held-out clean photos synthesised into every
-   category: ``<out>/explain/``, ``<out>/audit/``.
+   category by the renderers the training never saw (:data:`AUDIT_PROTOCOL`, :data:`AUDIT_SPLIT`):
+   ``<out>/explain/``, ``<out>/audit/``.
 
 BasicSR's log of all runs goes to ``<out>/demo.log``; the console gets the steps, the trainer's iteration lines,
 the leaderboard and the audit's headline. ``quick`` runs the same steps on a tiny budget and a few images: it
@@ -57,8 +58,10 @@ DEFAULT_BUDGET = 60
 DEFAULT_THREADS = 1
 #: Validation points of the learning curve after the first one (one every ``budget / CURVE_POINTS`` seconds).
 CURVE_POINTS = 4
-#: The learning curve's images: the centre ``CURVE_CROP x CURVE_CROP`` of the held-out tiles named ``*CURVE_TILE``
-#: (one photo, so 11 crops: a validation point costs DGUNet-S about 5 s on a CPU).
+#: The learning curve's images: the centre ``CURVE_CROP x CURVE_CROP`` of the tiles named ``*CURVE_TILE`` of the
+#: leave-one-renderer-out held-out split (held-out photos, renderers the training never saw; one photo, so 11 crops:
+#: a validation point costs DGUNet-S about 5 s on a CPU).
+CURVE_SPLIT = 'loro_heldout'
 CURVE_TILE = 'grace_hopper_0'
 CURVE_CROP = 96
 #: What the leaderboard scores: the centre ``SCORE_CROP x SCORE_CROP`` of the first tile of every test photo, in
@@ -76,6 +79,9 @@ SCORE_SPLITS = ('test', 'loro_test')
 METRICS = DEFAULT_METRICS
 #: Category of the explained test image.
 EXPLAIN_LABEL = 'low_haze_rain'
+#: What the demo audits: the held-out photos synthesised on the fly by the renderers the leave-one-renderer-out
+#: protocol holds out from training (photos and renderers the network never saw, with the true maps).
+AUDIT_PROTOCOL, AUDIT_SPLIT = 'minicdd_loro', 'heldout_synth'
 #: Side of the centre crops the demo audits (the held-out tiles are 192 x 192; 128 x 128 crops, like the
 #: leaderboard's, keep every photo and category and cut the audit's 12 forward passes per image to 44 % of the pixels).
 AUDIT_SIDE = 128
@@ -299,13 +305,13 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     with steps('data', 'data'):
         ensure_minicdd(log)
     labels = QUICK['labels'] if quick else None
-    curve_root = write_crops(os.path.join(out_dir, 'curve_set'), 'heldout', CURVE_TILE, CURVE_CROP, labels)
-    curve_set = cdd11_dataset(f'MiniCDD_heldout_crops{CURVE_CROP}', curve_root, labels)
+    curve_root = write_crops(os.path.join(out_dir, 'curve_set'), CURVE_SPLIT, CURVE_TILE, CURVE_CROP, labels)
+    curve_set = cdd11_dataset(f'MiniCDD_{CURVE_SPLIT}_crops{CURVE_CROP}', curve_root, labels)
     trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
     curve_metric = {'psnr': METRICS['psnr']}
     input_psnr = identity_scores({**curve_set, 'phase': 'val'}, curve_metric, progress=False)['mean']['psnr']
     curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
-                                 f'{CURVE_CROP} x {CURVE_CROP} crops of held-out {CURVE_TILE}, every label', input_psnr)
+                                 f'{CURVE_CROP} x {CURVE_CROP} crops of {CURVE_SPLIT} {CURVE_TILE}, every label', input_psnr)
 
     option_files, board = score_models(trained, out_dir, opt_dir, device, quick, steps, log)
     explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
@@ -349,10 +355,10 @@ def explain_and_audit(name, option_file, out_dir, device, quick, steps, log):
         explained = explain(option_file, os.path.join(DATA_ROOT, 'test', 'clear', image),
                             os.path.join(out_dir, 'explain'), category=label, seed=0, device=device)
     with steps('audit', f'auditing {name} on the centre {AUDIT_SIDE} x {AUDIT_SIDE} of the held-out clean photos, '
-                        'synthesised into every category'):
-        result = audit(option_file, os.path.join(DATA_ROOT, 'heldout', 'clear'), os.path.join(out_dir, 'audit'),
+                        'synthesised into every category by the renderers the training never saw'):
+        result = audit(option_file, AUDIT_PROTOCOL, os.path.join(out_dir, 'audit'),
                        categories=QUICK['labels'] if quick else None, seed=0, device=device,
                        max_images=QUICK['audit_images'] if quick else None, log=lambda _: None,
-                       max_side=AUDIT_SIDE)
+                       max_side=AUDIT_SIDE, split=AUDIT_SPLIT)
         log(result['headline'])
     return {k: explained[k] for k in ('png', 'json')}, {k: result[k] for k in ('json', 'md', 'png', 'headline')}
