@@ -310,8 +310,8 @@ def demo(out_dir='interir_demo', quick=False, device='auto', models=DEMO_MODELS,
     trained = train_models(paths, out_dir, opt_dir, dev, budget, curve_set, steps, log)
     curve_metric = {'psnr': METRICS['psnr']}
     input_psnr = identity_scores({**curve_set, 'phase': 'val'}, curve_metric, progress=False)['mean']['psnr']
-    curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir,
-                                 f'{CURVE_CROP} x {CURVE_CROP} crops of {CURVE_SPLIT} {CURVE_TILE}, every label', input_psnr)
+    subset = f'{CURVE_CROP} x {CURVE_CROP} crops of {CURVE_SPLIT} {CURVE_TILE}, every label'
+    curve = write_learning_curve({name: fig['curve'] for name, _, _, fig in trained}, out_dir, subset, input_psnr)
 
     option_files, board = score_models(trained, out_dir, opt_dir, device, quick, steps, log)
     explained, audited = explain_and_audit(trained[0][0], option_files[0], out_dir, device, quick, steps, log)
