@@ -1,9 +1,9 @@
 """Shipped weights (issue 24): the manifest and its hash check, ``interir ship``, ``interir infer`` without an option
 file (and ``--maps``), and ``interir bench -opt pretrained:NAME``.
 
-The real InterIR-S weights may not be in the package yet, so every test but the manifest's own builds a weights
-folder with a tiny InterIR packed as ``InterIR-S`` and points ``$INTERIR_WEIGHTS_DIR`` at it (the subprocesses
-inherit it).
+Every test but the last two builds a weights folder with a tiny InterIR packed as ``InterIR-S`` and points
+``$INTERIR_WEIGHTS_DIR`` at it (the subprocesses inherit it); the manifest's own test and the last one check the
+package's released InterIR-S.
 """
 import csv
 import json
@@ -249,3 +249,20 @@ def test_bench_row_of_the_shipped_model_beside_an_option_file(shipped, tmp_path)
     assert rows[name]['dataset'] == 'Tiny' and rows[name]['network'] == 'InterIR' and rows[name]['iters'] == '7'
     assert {'psnr_low', 'harm_low', 'harm_mean'} <= set(rows[name])
     assert f'on the datasets of {mine}' in out.stdout and f'| {name} |' in out.stdout
+
+
+# ------------------------------------------------------------------------------------------ the released weights
+def test_the_released_weights_restore_a_photo_and_a_renderer_they_never_saw(monkeypatch):
+    """The package's own InterIR-S, loaded as users load it (hash checked, weights_only), on a test photo darkened by
+    the held-out ``camera`` low-light model: far above the input (+9 dB on the LORO test split's low label)."""
+    from interir_plugin.data.renderers import RENDERERS
+
+    monkeypatch.delenv('INTERIR_WEIGHTS_DIR', raising=False)
+    net = weights.load_shipped('InterIR-S')
+    clean = photo_crop('chelsea', (128, 128), 60, 120).astype(np.float32) / 255
+    dark, _ = RENDERERS['low_light']['camera'](clean, rng=3)
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None])
+    out = (out[-1] if isinstance(out, (list, tuple)) else out)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+    psnr = lambda x: 10 * np.log10(1 / np.mean((x - clean) ** 2))  # noqa: E731
+    assert psnr(out) > psnr(dark) + 3, (psnr(dark), psnr(out))
